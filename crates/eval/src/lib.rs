@@ -1,0 +1,1 @@
+//! Evaluation: metrics and side-by-side comparison of prompt-only, RAG, LoRA and RAG+LoRA.

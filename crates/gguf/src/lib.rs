@@ -1,0 +1,1 @@
+//! GGUF files: inspection and validation before llama.cpp sees them, model facts (architecture, quantization, context, chat template), and a writer for tiny random test models and GGUF-LoRA adapters.

@@ -1,0 +1,1 @@
+//! Safety and governance: personal-data detection and masking, guardrails, and the audit log.

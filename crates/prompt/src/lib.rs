@@ -1,0 +1,1 @@
+//! Prompt engineering: the prompt formula as typed fields, variables and their sources, lint, the categorized library and immutable versions.

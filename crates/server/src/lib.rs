@@ -1,0 +1,1 @@
+//! The HTTP server: OpenAI-compatible API, REST and the web UI.

@@ -1,0 +1,1 @@
+//! Storage: the embedded SQLite store shared by the knowledge base, prompts and adapters.
