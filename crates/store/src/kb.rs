@@ -1,0 +1,1 @@
+//! Knowledge-base tables: documents, versions, chunks (owned by the RAG work).

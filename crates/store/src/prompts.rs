@@ -1,0 +1,1 @@
+//! Prompt tables: specs, immutable versions, labels (owned by the prompt work).
