@@ -1,1 +1,11 @@
-//! The inference engine: the Backend trait, the llama.cpp backend, chat templates, sampling, streaming, prefix-cache reuse, batching, log-probs and LoRA adapters at inference.
+//! The inference engine: the [`Backend`] trait, the llama.cpp backend ([`LlamaBackend`]), chat
+//! templates (minijinja), sampling, streaming, prefix-cache reuse, batching, log-probs and LoRA
+//! adapters at inference.
+
+pub mod error;
+pub mod template;
+
+pub use error::{EngineError, Result};
+pub use template::{ChatMessage, ChatTemplate};
+pub mod sampling;
+pub mod stop;
