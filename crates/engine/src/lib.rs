@@ -9,3 +9,15 @@ pub use error::{EngineError, Result};
 pub use template::{ChatMessage, ChatTemplate};
 pub mod sampling;
 pub mod stop;
+pub mod backend;
+pub mod prefix;
+pub mod logs;
+pub mod validate;
+pub mod llama;
+
+pub use backend::{
+    AdapterRef, Backend, Control, FinishReason, GenerateRequest, Generation, ModelInfo, Prompt,
+    Timings, TokenEvent, TokenLogprob, TopLogprob, Usage,
+};
+pub use llama::{LlamaBackend, LlamaConfig, RequestHandle};
+pub use sampling::SamplingParams;
