@@ -13,7 +13,17 @@ use std::path::PathBuf;
 
 /// Command-line options shared by every subcommand.
 #[derive(Debug, Parser)]
-#[command(name = "trident", version, about = "Adapt a local LLM by prompt engineering, RAG and LoRA, and measure which works", propagate_version = true)]
+#[command(
+    name = "trident",
+    version,
+    about = "Adapt a local LLM by prompt engineering, RAG and LoRA, and measure which works",
+    long_about = "Adapt a local LLM to your company's work by prompt engineering, RAG over your documents \
+and LoRA fine-tuning, and measure the three side by side. Everything runs on your machine.\n\n\
+Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad input.\n\
+Configuration: defaults < TOML file (--config or $TRIDENT_HOME/config.toml) < TRIDENT_* environment < flags.",
+    propagate_version = true,
+    arg_required_else_help = true
+)]
 pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace). Quiet by default.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -27,6 +37,10 @@ pub struct Cli {
     /// Data directory. Default: the platform data dir (e.g. ~/.local/share/trident).
     #[arg(long, global = true, env = "TRIDENT_HOME")]
     pub home: Option<PathBuf>,
+    /// Override one setting, over file and environment (repeatable): --set engine.threads=4.
+    /// Keys: see `trident config show` and docs/config.md.
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    pub set: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -56,6 +70,8 @@ pub enum Command {
     Eval(cmd::eval::EvalArgs),
     /// Fetch the default models, ingest the example knowledge base and answer a few questions.
     Quickstart(cmd::quickstart::QuickstartArgs),
+    /// Show the effective configuration and where each value comes from.
+    Config(cmd::config::ConfigArgs),
 }
 
 fn main() {

@@ -1,6 +1,5 @@
 //! [`GgufWriter`]: build a GGUF v3 file in memory and write it atomically.
 
-use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
 

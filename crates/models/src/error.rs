@@ -161,16 +161,9 @@ pub enum Error {
         message: String,
     },
 
-    /// A GGUF model of an architecture Trident cannot run.
-    #[error("{path}: unknown model architecture '{architecture}' (supported: {})", supported.join(", "))]
-    UnknownArchitecture {
-        /// The file.
-        path: PathBuf,
-        /// The architecture named in its metadata.
-        architecture: String,
-        /// The architectures that are supported.
-        supported: Vec<String>,
-    },
+    /// A GGUF file failed validation (bad header, unknown architecture, ...).
+    #[error(transparent)]
+    Gguf(#[from] trident_gguf::GgufError),
 
     /// A name given to `models add` is malformed or taken.
     #[error("invalid model name '{name}': {reason}")]
@@ -203,6 +196,7 @@ impl Error {
             | Error::PipFailed { .. }
             | Error::PipTimeout { .. }
             | Error::Registry { .. } => false,
+            Error::Gguf(e) => e.is_user_error(),
             Error::BadWheel { user_supplied, .. }
             | Error::SizeMismatch { user_supplied, .. }
             | Error::ChecksumMismatch { user_supplied, .. } => *user_supplied,
@@ -212,7 +206,6 @@ impl Error {
             | Error::RegisteredFileMissing { .. }
             | Error::FromDirIncomplete { .. }
             | Error::InvalidGguf { .. }
-            | Error::UnknownArchitecture { .. }
             | Error::BadName { .. } => true,
         }
     }

@@ -187,6 +187,7 @@ pub fn fetch_model(
         }
     };
     std::fs::create_dir_all(models_dir).map_err(|e| io_err("cannot create", models_dir, e))?;
+    remove_stale_work_dirs(models_dir);
     let work = tempfile::Builder::new()
         .prefix(".fetch-")
         .tempdir_in(models_dir)
@@ -208,6 +209,25 @@ pub fn fetch_model(
     };
     progress(FetchEvent::Done { report: &report });
     Ok(report)
+}
+
+/// Removes `.fetch-*` folders left by fetches that were killed (older than a day, so that a
+/// fetch running in another process is not disturbed).
+fn remove_stale_work_dirs(models_dir: &Path) {
+    let Ok(listing) = std::fs::read_dir(models_dir) else { return };
+    for entry in listing.flatten() {
+        let stale = entry.file_name().to_string_lossy().starts_with(".fetch-")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > Duration::from_secs(24 * 3600));
+        if stale {
+            tracing::info!("removing {} left by an interrupted fetch", entry.path().display());
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Moves a verified staged file or folder into place atomically (a replaced folder is moved

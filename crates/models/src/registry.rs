@@ -314,7 +314,7 @@ fn check_name(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gguf_info::write_test_gguf;
+    use crate::gguf_info::testing::{write_tiny, write_unknown_arch};
 
     fn registry(dir: &Path) -> Registry {
         Registry::open_in(&dir.join("models"), Manifest::builtin()).unwrap()
@@ -347,10 +347,10 @@ mod tests {
     fn add_validates_registers_and_persists() {
         let home = tempfile::tempdir().unwrap();
         let model = home.path().join("my-llama.gguf");
-        write_test_gguf(&model, "llama", Some(15)).unwrap();
+        write_tiny(&model);
         let mut reg = registry(home.path());
         let entry = reg.add(&model, None, false).unwrap();
-        assert_eq!((entry.name.as_str(), entry.architecture.as_str(), entry.quantization.as_str()), ("my-llama", "llama", "Q4_K_M"));
+        assert_eq!((entry.name.as_str(), entry.architecture.as_str()), ("my-llama", "llama"));
         // Reopened from disk.
         let reg2 = registry(home.path());
         assert_eq!(reg2.resolve("my-llama").unwrap(), std::fs::canonicalize(&model).unwrap());
@@ -363,12 +363,13 @@ mod tests {
         assert!(reg2.add(&model, Some("../x"), false).is_err());
         // Unknown architecture and non-GGUF files are user errors, and change nothing.
         let odd = home.path().join("odd.gguf");
-        write_test_gguf(&odd, "frobnicator", Some(15)).unwrap();
+        write_unknown_arch(&odd);
         let e = reg2.add(&odd, None, false).unwrap_err();
-        assert!(matches!(e, Error::UnknownArchitecture { .. }) && e.is_user_error());
+        assert!(matches!(e, Error::Gguf(trident_gguf::GgufError::UnknownArchitecture { .. })) && e.is_user_error(), "{e}");
         let text = home.path().join("notes.gguf");
         std::fs::write(&text, "hello").unwrap();
-        assert!(matches!(reg2.add(&text, None, false).unwrap_err(), Error::InvalidGguf { .. }));
+        let e = reg2.add(&text, None, false).unwrap_err();
+        assert!(matches!(e, Error::Gguf(_)) && e.is_user_error(), "{e}");
         assert_eq!(registry(home.path()).list().len(), 1);
         // Removing unregisters; the file stays.
         assert_eq!(reg2.remove("my-llama").unwrap(), std::fs::canonicalize(&model).unwrap());
@@ -380,7 +381,7 @@ mod tests {
     fn a_registered_file_that_vanished_is_explained() {
         let home = tempfile::tempdir().unwrap();
         let model = home.path().join("gone.gguf");
-        write_test_gguf(&model, "qwen3", Some(7)).unwrap();
+        write_tiny(&model);
         let mut reg = registry(home.path());
         reg.add(&model, None, false).unwrap();
         std::fs::remove_file(&model).unwrap();

@@ -684,3 +684,252 @@ impl DecoderModel {
 pub fn peft_name(layer: usize, t: LoraTarget, which: &str) -> String {
     format!("base_model.model.model.layers.{layer}.{}.lora_{which}.weight", t.peft_module())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Family;
+    use crate::lora::LoraConfig;
+    use crate::testutil::{randn, write_tiny_gguf, TINY_VOCAB};
+    use crate::{load_decoder, CausalLm, LoadOptions};
+    use candle_nn::Optimizer;
+
+    const FAMILIES: [Family; 4] = [Family::Qwen2, Family::Qwen3, Family::Llama, Family::Gemma3];
+
+    fn tiny(family: Family, lora: Option<LoraConfig>, checkpointing: bool) -> (tempfile::TempDir, DecoderModel) {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tiny.gguf");
+        write_tiny_gguf(family, &p, 42);
+        let opts = LoadOptions { lora, checkpointing, ..Default::default() };
+        let m = load_decoder(&p, &opts).unwrap();
+        (dir, m)
+    }
+
+    fn lora_all(dropout: f64) -> LoraConfig {
+        LoraConfig { rank: 4, alpha: 8.0, dropout, targets: LoraTarget::ALL.to_vec(), init_seed: 5 }
+    }
+
+    /// Gives every B a random non-zero value so that all LoRA paths carry gradient.
+    fn randomize_b(m: &mut DecoderModel, seed: u64) {
+        let mut map = HashMap::new();
+        for (i, (name, v)) in m.lora_vars().into_iter().enumerate() {
+            let t = if name.contains("lora_B") { randn(v.as_tensor().dims(), 0.05, seed + i as u64) } else { v.as_tensor().clone() };
+            map.insert(name, t);
+        }
+        m.load_lora(&map).unwrap();
+    }
+
+    fn ids(b: usize, s: usize, seed: u64) -> Tensor {
+        let v: Vec<u32> = (0..b * s).map(|i| (splitmix64(seed ^ i as u64) % TINY_VOCAB as u64) as u32).collect();
+        Tensor::from_vec(v, (b, s), &Device::Cpu).unwrap()
+    }
+
+    fn batch(b: usize, s: usize, seed: u64) -> LossBatch {
+        let input_ids = ids(b, s, seed);
+        let targets = ids(b, s, seed + 100);
+        let w: Vec<f32> = (0..b * s).map(|i| if i % 3 == 0 { 0.0 } else { 1.0 }).collect();
+        LossBatch { input_ids, attention_mask: None, targets, weights: Tensor::from_vec(w, (b, s), &Device::Cpu).unwrap() }
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    }
+
+    #[test]
+    fn every_family_loads_and_gives_finite_logits() {
+        for f in FAMILIES {
+            let (_d, m) = tiny(f, None, true);
+            let z = m.forward(&ids(2, 7, 1), false).unwrap();
+            assert_eq!(z.dims(), &[2, 7, TINY_VOCAB]);
+            let v = z.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(v.iter().all(|x| x.is_finite()), "{f:?}");
+            assert!(m.cfg.family == f);
+        }
+    }
+
+    /// The fused chunked loss equals cross-entropy computed from the full logits, and so do
+    /// its gradients w.r.t. every LoRA variable.
+    #[test]
+    fn fused_loss_matches_full_logits_cross_entropy() {
+        for f in [Family::Qwen2, Family::Gemma3] {
+            let (_d, mut m) = tiny(f, Some(lora_all(0.0)), false);
+            randomize_b(&mut m, 9);
+            let bt = batch(2, 6, 3);
+            let mut op_chunk = m.loss(&bt, true).unwrap();
+            // Reference: log_softmax over full logits.
+            let z = m.forward(&bt.input_ids, true).unwrap();
+            let lsm = candle_nn::ops::log_softmax(&z, D::Minus1).unwrap();
+            let nll = lsm.gather(&bt.targets.unsqueeze(2).unwrap(), 2).unwrap().squeeze(2).unwrap().neg().unwrap();
+            let w = &bt.weights;
+            let reference = ((nll * w).unwrap().sum_all().unwrap() / w.sum_all().unwrap().to_scalar::<f32>().unwrap() as f64).unwrap();
+            let a = op_chunk.loss.to_scalar::<f32>().unwrap();
+            let r = reference.to_scalar::<f32>().unwrap();
+            assert!((a - r).abs() < 1e-5 * r.abs().max(1.0), "{f:?}: fused {a} vs {r}");
+            let g1 = op_chunk.loss.backward().unwrap();
+            let g2 = reference.backward().unwrap();
+            for (name, v) in m.lora_vars() {
+                let x = g1.get(v.as_tensor()).unwrap_or_else(|| panic!("no grad for {name}"));
+                let y = g2.get(v.as_tensor()).unwrap();
+                let scale = y.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                assert!(max_diff(x, y) <= 1e-4 * scale.max(1e-3), "{f:?} {name}");
+            }
+            assert_eq!(op_chunk.token_nll.len(), 8);
+            op_chunk.weight_sum = 0.0;
+        }
+    }
+
+    /// Gradient checkpointing changes memory, not gradients.
+    #[test]
+    fn checkpointing_gives_the_same_gradients() {
+        for f in FAMILIES {
+            let (_d1, mut a) = tiny(f, Some(lora_all(0.1)), true);
+            let (_d2, mut b) = tiny(f, Some(lora_all(0.1)), false);
+            randomize_b(&mut a, 4);
+            randomize_b(&mut b, 4);
+            let bt = batch(2, 9, 8);
+            let la = a.loss(&bt, true).unwrap().loss;
+            let lb = b.loss(&bt, true).unwrap().loss;
+            assert!((la.to_scalar::<f32>().unwrap() - lb.to_scalar::<f32>().unwrap()).abs() < 1e-5);
+            let (ga, gb) = (la.backward().unwrap(), lb.backward().unwrap());
+            for ((na, va), (_, vb)) in a.lora_vars().into_iter().zip(b.lora_vars()) {
+                let x = ga.get(va.as_tensor()).unwrap_or_else(|| panic!("{f:?}: no grad for {na}"));
+                let y = gb.get(vb.as_tensor()).unwrap();
+                let scale = y.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                assert!(scale > 0.0, "{f:?} {na}: zero gradient");
+                assert!(max_diff(x, y) <= 1e-4 * scale, "{f:?} {na}: {} vs scale {scale}", max_diff(x, y));
+            }
+        }
+    }
+
+    /// Whole-model gradient check: analytic gradients of a few LoRA entries (through every
+    /// frozen quantized layer above them) against central finite differences of the loss.
+    #[test]
+    fn whole_model_lora_gradients_match_finite_differences() {
+        for f in FAMILIES {
+            let (_d, mut m) = tiny(f, Some(lora_all(0.0)), true);
+            randomize_b(&mut m, 21);
+            let bt = batch(2, 5, 13);
+            let out = m.loss(&bt, true).unwrap();
+            let grads = out.loss.backward().unwrap();
+            let vars = m.lora_vars();
+            // Layer 0 q (deepest: gradient crosses every layer) and layer 1 down.
+            let picks = [("layers.0.self_attn.q_proj.lora_A", 0usize), ("layers.0.self_attn.q_proj.lora_B", 3), ("layers.1.mlp.down_proj.lora_A", 7)];
+            for (pat, flat_i) in picks {
+                let (name, var) = vars.iter().find(|(n, _)| n.contains(pat)).unwrap();
+                let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[flat_i] as f64;
+                let base: HashMap<String, Tensor> = vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().copy().unwrap())).collect();
+                let eps = 2e-3;
+                let mut eval = |delta: f64| -> f64 {
+                    let mut map = base.clone();
+                    let t = &map[name];
+                    let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                    v[flat_i] += delta as f32;
+                    map.insert(name.clone(), Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap());
+                    m.load_lora(&map).unwrap();
+                    m.loss(&bt, false).unwrap().loss.to_scalar::<f32>().unwrap() as f64
+                };
+                let fd = (eval(eps) - eval(-eps)) / (2.0 * eps);
+                m.load_lora(&base).unwrap();
+                let err = (fd - g).abs();
+                assert!(err <= 2e-2 * g.abs() + 2e-4, "{f:?} {name}[{flat_i}]: analytic {g}, finite difference {fd}");
+            }
+        }
+    }
+
+    #[test]
+    fn padding_mask_reproduces_unpadded_rows() {
+        for f in FAMILIES {
+            let (_d, m) = tiny(f, None, true);
+            let row = ids(1, 6, 77);
+            let alone = m.forward(&row, false).unwrap().squeeze(0).unwrap();
+            let pad = Tensor::new(&[[0u32, 0]], &Device::Cpu).unwrap();
+            let right = Tensor::cat(&[row.clone(), pad.clone()], 1).unwrap();
+            let left = Tensor::cat(&[pad, row.clone()], 1).unwrap();
+            let input = Tensor::cat(&[right, left], 0).unwrap();
+            let mask = Tensor::new(&[[1u32, 1, 1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1, 1, 1]], &Device::Cpu).unwrap();
+            let z = m.forward_masked(&input, Some(&mask), false).unwrap();
+            let r = z.get(0).unwrap().narrow(0, 0, 6).unwrap();
+            let l = z.get(1).unwrap().narrow(0, 2, 6).unwrap();
+            assert!(max_diff(&r, &alone) < 1e-4, "{f:?} right padding");
+            assert!(max_diff(&l, &alone) < 1e-4, "{f:?} left padding");
+        }
+    }
+
+    #[test]
+    fn adamw_steps_reduce_the_loss() {
+        for f in [Family::Qwen2, Family::Llama] {
+            let (_d, m) = tiny(f, Some(lora_all(0.0)), true);
+            let vars: Vec<Var> = m.lora_vars().into_iter().map(|(_, v)| v).collect();
+            let params = candle_nn::ParamsAdamW { lr: 1e-2, ..Default::default() };
+            let mut opt = candle_nn::AdamW::new(vars, params).unwrap();
+            let bt = batch(2, 8, 5);
+            let first = m.loss(&bt, false).unwrap().loss.to_scalar::<f32>().unwrap();
+            for _ in 0..8 {
+                let l = m.loss(&bt, true).unwrap().loss;
+                opt.backward_step(&l).unwrap();
+            }
+            let last = m.loss(&bt, false).unwrap().loss.to_scalar::<f32>().unwrap();
+            assert!(last < first - 0.1, "{f:?}: loss {first} -> {last}");
+        }
+    }
+
+    #[test]
+    fn lora_starts_as_identity_and_scale_and_load_work() {
+        let (_d, base) = tiny(Family::Qwen3, None, true);
+        let (_d2, mut m) = tiny(Family::Qwen3, Some(lora_all(0.0)), true);
+        let x = ids(1, 5, 3);
+        assert!(max_diff(&base.forward(&x, false).unwrap(), &m.forward(&x, false).unwrap()) == 0.0);
+        randomize_b(&mut m, 1);
+        let with = m.forward(&x, false).unwrap();
+        assert!(max_diff(&base.forward(&x, false).unwrap(), &with) > 1e-3);
+        CausalLm::set_lora_scale(&mut m, 0.0);
+        assert!(max_diff(&base.forward(&x, false).unwrap(), &m.forward(&x, false).unwrap()) == 0.0);
+        CausalLm::set_lora_scale(&mut m, 1.0);
+        // PEFT names, fixed order.
+        let names: Vec<String> = m.lora_vars().into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 2 * 7 * 2);
+        assert_eq!(names[0], "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+        assert_eq!(names[13], "base_model.model.model.layers.0.mlp.down_proj.lora_B.weight");
+        // Bad maps are rejected without changing anything.
+        let mut map: HashMap<String, Tensor> = m.lora_vars().into_iter().map(|(n, v)| (n, v.as_tensor().copy().unwrap())).collect();
+        map.insert(names[0].clone(), Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap());
+        assert!(m.load_lora(&map).unwrap_err().is_user_error());
+        map.remove(&names[0]);
+        assert!(m.load_lora(&map).is_err());
+        assert!(max_diff(&m.forward(&x, false).unwrap(), &with) == 0.0);
+    }
+
+    #[test]
+    fn bad_input_is_a_clear_error() {
+        let (_d, m) = tiny(Family::Llama, None, true);
+        let e = m.forward(&Tensor::new(&[[1u32, 500]], &Device::Cpu).unwrap(), false).unwrap_err();
+        assert!(e.is_user_error() && e.to_string().contains("out of range"), "{e}");
+        let bt = LossBatch { weights: Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap(), ..batch(2, 4, 1) };
+        assert!(m.loss(&bt, false).unwrap_err().is_user_error());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.gguf");
+        std::fs::write(&p, b"GGUF\x03\x00\x00\x00garbage").unwrap();
+        assert!(load_decoder(&p, &LoadOptions::default()).is_err());
+        assert!(load_decoder(&dir.path().join("missing.gguf"), &LoadOptions::default()).is_err());
+        let bad = LoadOptions { lora: Some(LoraConfig { rank: 0, ..Default::default() }), ..Default::default() };
+        write_tiny_gguf(Family::Llama, &p, 1);
+        assert!(load_decoder(&p, &bad).unwrap_err().is_user_error());
+    }
+
+    #[test]
+    fn sliding_window_limits_local_layers() {
+        // With a window of 4, the logits at position 9 must not depend on token 0 through a
+        // local layer; global layers (none in a 2-layer gemma3 with pattern 6) would leak it.
+        let (_d, m) = tiny(Family::Gemma3, None, true);
+        assert!(m.cfg.is_local_layer(0) && m.cfg.is_local_layer(1));
+        let a = ids(1, 10, 5);
+        let mut v = a.flatten_all().unwrap().to_vec1::<u32>().unwrap();
+        v[0] = (v[0] + 1) % TINY_VOCAB as u32;
+        let b = Tensor::from_vec(v, (1, 10), &Device::Cpu).unwrap();
+        let za = m.forward(&a, false).unwrap();
+        let zb = m.forward(&b, false).unwrap();
+        // Two local layers of window 4 reach back at most 2·3 = 6 positions: 9 is unaffected, 5 is affected.
+        assert!(max_diff(&za.get(0).unwrap().get(9).unwrap(), &zb.get(0).unwrap().get(9).unwrap()) == 0.0);
+        assert!(max_diff(&za.get(0).unwrap().get(5).unwrap(), &zb.get(0).unwrap().get(5).unwrap()) > 0.0);
+    }
+}

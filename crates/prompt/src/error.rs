@@ -99,7 +99,7 @@ pub enum PromptError {
     },
     /// The chat template or the engine failed.
     #[error("engine: {0}")]
-    Engine(String),
+    Engine(#[from] trident_engine::EngineError),
     /// Generation failed.
     #[error("generation failed: {0}")]
     Generation(String),
@@ -145,7 +145,8 @@ impl PromptError {
             PromptError::Http { user, .. } => *user,
             PromptError::Store(e) => e.is_user_error(),
             PromptError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
-            PromptError::Engine(_) | PromptError::Generation(_) => false,
+            PromptError::Engine(e) => e.is_user_error(),
+            PromptError::Generation(_) => false,
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod ask;
 pub mod bench;
 pub mod chat;
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod generate;
@@ -28,5 +29,6 @@ pub fn run(command: Command, ctx: &Context) -> anyhow::Result<()> {
         Command::Lora(a) => lora::run(a, ctx),
         Command::Eval(a) => eval::run(a, ctx),
         Command::Quickstart(a) => quickstart::run(a, ctx),
+        Command::Config(a) => config::run(a, ctx),
     }
 }

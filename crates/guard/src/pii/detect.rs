@@ -243,7 +243,7 @@ fn cards(text: &str, out: &mut Vec<Finding>) {
         let grouped = groups.len() > 1;
         let card_groups = consistent
             && grouped
-            && (groups[..groups.len() - 1].iter().all(|&g| g == 4) && (1..=4).contains(groups.last().unwrap_or(&0))
+            && (groups[..groups.len() - 1].iter().all(|&g| g == 4) && (3..=4).contains(groups.last().unwrap_or(&0))
                 || groups == [4, 6, 5]
                 || groups == [4, 6, 4]);
         if grouped && !card_groups {

@@ -273,10 +273,13 @@ fn no_false_positives_on_public_docs_and_salaries() {
             continue;
         }
         let text = std::fs::read_to_string(&p).expect("public doc is UTF-8");
-        for f in detect(&text) {
-            // Organisation contacts in public docs are e-mails by design; anything else is a
-            // false positive.
-            assert_eq!(f.kind, PiiKind::Email, "{}: {f:?}", p.display());
+        // Public docs carry the organisation's own contacts, which the allow-list keeps;
+        // anything else found there is a false positive.
+        let m = Masker::default().with_allow(["@romashka.example", "8 800 555-01-23"]).expect("allow");
+        let r = m.mask(&text);
+        assert!(r.findings.is_empty(), "{}: {:?}", p.display(), r.findings);
+        for f in &r.allowed {
+            assert!(matches!(f.kind, PiiKind::Email | PiiKind::Phone), "{}: {f:?}", p.display());
         }
         checked += 1;
     }
