@@ -168,9 +168,22 @@ pub fn env_name(key: &str) -> String {
     format!("TRIDENT_{}", key.replace('.', "_").to_ascii_uppercase())
 }
 
-/// Every `section.key` with its default value, in file order.
+/// The default configuration as a TOML table.
+fn default_table() -> toml::Table {
+    to_table(&Config::default())
+}
+
+/// A configuration as a TOML table.
+pub fn to_table(config: &Config) -> toml::Table {
+    match toml::Value::try_from(config).expect("a config serialises to TOML") {
+        toml::Value::Table(t) => t,
+        _ => unreachable!("a struct serialises to a table"),
+    }
+}
+
+/// Every `section.key` with its default value (sorted by section, then key).
 pub fn default_keys() -> Vec<(String, toml::Value)> {
-    let table = toml::Table::try_from(Config::default()).expect("the default config serialises to TOML");
+    let table = default_table();
     let mut out = Vec::new();
     for (section, v) in table {
         if let toml::Value::Table(t) = v {
@@ -252,7 +265,7 @@ impl Context {
 /// Merges defaults, the file, the environment and `--set` overrides.
 pub fn build(file: Option<&Path>, env: &[(String, String)], sets: &[String]) -> Result<(Config, BTreeMap<String, String>)> {
     let defaults = default_keys();
-    let mut merged = toml::Table::try_from(Config::default()).expect("the default config serialises to TOML");
+    let mut merged = default_table();
     let mut sources: BTreeMap<String, String> = defaults.iter().map(|(k, _)| (k.clone(), "default".to_string())).collect();
 
     if let Some(path) = file {
@@ -353,7 +366,7 @@ fn read_config_table(path: &Path) -> Result<toml::Table> {
     let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
         crate::bad_input!("config file {}{}: {}", path.display(), position(&text, e.span()), e.message())
     })?;
-    let defaults = toml::Table::try_from(Config::default()).expect("the default config serialises to TOML");
+    let defaults = default_table();
     let strict = toml::from_str::<Config>(&text).err();
     let at = strict.as_ref().map(|e| position(&text, e.span())).unwrap_or_default();
     for (section, value) in &table {

@@ -196,6 +196,7 @@ impl Drop for RequestHandle {
 pub struct LlamaBackend {
     model: Arc<LlamaModel>,
     info: ModelInfo,
+    gguf: trident_gguf::GgufInfo,
     template: ChatTemplate,
     adapters: Arc<Mutex<Vec<String>>>,
     jobs: Option<Sender<Job>>,
@@ -223,13 +224,7 @@ impl LlamaBackend {
     /// Missing or invalid file ([`EngineError::FileNotFound`], [`EngineError::InvalidGguf`]),
     /// llama.cpp refusing it ([`EngineError::Load`] with llama.cpp's reason), bad config.
     pub fn load(path: &Path, config: &LlamaConfig) -> Result<Self, EngineError> {
-        let summary = validate::check_gguf(path)?;
-        if summary.file_type == "adapter" {
-            return Err(EngineError::InvalidGguf {
-                path: path.to_path_buf(),
-                reason: "this is a LoRA adapter, not a model".into(),
-            });
-        }
+        let gguf = validate::check_model(path)?;
         if config.n_seq == 0 || config.n_seq > 64 {
             return Err(EngineError::invalid(format!("n_seq must be 1..=64, got {}", config.n_seq)));
         }
@@ -264,7 +259,7 @@ impl LlamaBackend {
         let template = ChatTemplate::from_model(template_src.as_deref(), &bos_text, &eos_text)?;
         let info = ModelInfo {
             path: path.to_path_buf(),
-            architecture: model.meta_val_str("general.architecture").unwrap_or(summary.architecture),
+            architecture: gguf.architecture.clone(),
             name: model.meta_val_str("general.name").ok(),
             n_vocab: model.n_vocab().max(0) as usize,
             n_ctx_train,
@@ -338,7 +333,7 @@ impl LlamaBackend {
             }
         }
         tracing::info!(path = %path.display(), arch = %info.architecture, n_ctx, n_seq = config.n_seq, threads, "model loaded");
-        Ok(Self { model, info, template, adapters, jobs: Some(tx), worker: Some(worker) })
+        Ok(Self { model, info, gguf, template, adapters, jobs: Some(tx), worker: Some(worker) })
     }
 
     fn check_ids(&self, tokens: &[u32]) -> Result<(), EngineError> {
@@ -533,25 +528,7 @@ impl Backend for LlamaBackend {
         if self.adapters.lock().iter().any(|n| n == name) {
             return Err(EngineError::Adapter { name: name.into(), reason: "an adapter with this name is already loaded".into() });
         }
-        let summary = validate::check_gguf(path).map_err(|e| match e {
-            EngineError::FileNotFound { path } => EngineError::Adapter {
-                name: name.into(),
-                reason: format!("file not found: {}", path.display()),
-            },
-            other => EngineError::Adapter { name: name.into(), reason: other.to_string() },
-        })?;
-        if summary.file_type != "adapter" {
-            return Err(EngineError::Adapter {
-                name: name.into(),
-                reason: format!("{} is not a GGUF LoRA adapter (general.type = {:?})", path.display(), summary.file_type),
-            });
-        }
-        if !summary.architecture.is_empty() && summary.architecture != self.info.architecture {
-            return Err(EngineError::Adapter {
-                name: name.into(),
-                reason: format!("made for {}, the model is {}", summary.architecture, self.info.architecture),
-            });
-        }
+        validate::check_adapter(name, path, &self.gguf)?;
         let (tx, rx) = unbounded();
         self.send(Job::LoadAdapter { name: name.into(), path: path.to_path_buf(), reply: tx })?;
         rx.recv().map_err(|_| EngineError::WorkerStopped)?

@@ -29,7 +29,7 @@ fn emit(level: u32, line: &str) {
         return;
     }
     match level {
-        llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR => tracing::warn!(target: "llama_cpp", "{line}"),
+        llama_cpp_sys_2::GGML_LOG_LEVEL_ERROR => tracing::debug!(target: "llama_cpp", "{line}"),
         llama_cpp_sys_2::GGML_LOG_LEVEL_WARN => tracing::debug!(target: "llama_cpp", "{line}"),
         _ => tracing::trace!(target: "llama_cpp", "{line}"),
     }

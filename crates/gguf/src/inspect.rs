@@ -441,7 +441,7 @@ fn validate_tokenizer(info: &GgufInfo) -> Result<Option<u64>, GgufError> {
     let missing = |detail: String| GgufError::MissingTokenizer { path: path.clone(), detail };
     expect_type(info, "tokenizer.ggml.model", &[T::String], &[])?;
     expect_type(info, "tokenizer.ggml.pre", &[T::String], &[])?;
-    for k in ["bos", "eos", "eot", "eom", "unk", "sep", "pad", "mask"] {
+    for k in ["bos", "eos", "eot", "eom", "unknown", "seperator", "padding", "mask"] {
         expect_type(info, &format!("tokenizer.ggml.{k}_token_id"), &[T::U32], &[])?;
     }
     for k in ["add_bos_token", "add_eos_token", "add_sep_token", "add_space_prefix"] {

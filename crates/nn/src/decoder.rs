@@ -261,6 +261,7 @@ impl CustomOp2 for CheckpointOp {
     }
 
     fn bwd(&self, arg1: &Tensor, arg2: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let _cache = crate::qlinear::DequantCacheGuard::new();
         let x = Var::from_tensor(&arg1.detach())?;
         let flat = Var::from_tensor(&arg2.detach())?;
         let y = self.block.forward(x.as_tensor(), &self.ctx, &self.split(flat.as_tensor())?)?;

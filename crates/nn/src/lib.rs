@@ -43,6 +43,9 @@ pub mod qlinear;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+#[cfg(test)]
+mod llamacpp_tests;
+
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::AtomicU64;
@@ -225,76 +228,39 @@ pub fn load_decoder(path: &Path, opts: &LoadOptions) -> Result<DecoderModel> {
     let content = read_content(path, &mut f)?;
     let mut cfg = config_from_content(path, &content)?;
     let dev = &opts.device;
-    let terr = |name: &str, reason: String| NnError::Tensor { path: path.to_path_buf(), name: name.to_string(), reason };
-    let mut qt = |name: &str, shape: &[usize]| -> Result<Arc<QTensor>> {
-        if !content.tensor_infos.contains_key(name) {
-            return Err(terr(name, "missing".into()));
-        }
-        let t = content.tensor(&mut f, name, dev).map_err(|e| terr(name, e.to_string()))?;
-        if t.shape().dims() != shape {
-            return Err(terr(name, format!("shape {:?}, expected {:?}", t.shape().dims(), shape)));
-        }
-        Ok(Arc::new(t))
-    };
+    let mut ld = Loader { content: &content, f, path, dev: dev.clone() };
     if content.tensor_infos.contains_key("rope_freqs.weight") {
-        let ff = qt("rope_freqs.weight", &[cfg.rope_dim / 2])?;
-        cfg.rope_freq_factors = Some(ff.dequantize(dev)?.to_vec1::<f32>()?);
+        let ff = ld.f32t("rope_freqs.weight", &[cfg.rope_dim / 2])?;
+        cfg.rope_freq_factors = Some(ff.to_vec1::<f32>()?);
     }
     let cfg = Arc::new(cfg);
     let (d, hd, h, kvh, ffn) = (cfg.hidden_size, cfg.head_dim, cfg.num_heads, cfg.num_kv_heads, cfg.intermediate_size);
-    let precision = opts.precision;
-    let mut f32t = |name: &str, shape: &[usize]| -> Result<Tensor> {
-        let q = qt(name, shape)?;
-        Ok(q.dequantize(dev)?.to_dtype(DType::F32)?)
-    };
-    let embed = {
-        let name = "token_embd.weight";
-        let t = content.tensor(&mut f, name, dev).map_err(|e| terr(name, e.to_string()))?;
-        if t.shape().dims() != [cfg.vocab_size, d] {
-            return Err(terr(name, format!("shape {:?}, expected [{}, {d}]", t.shape().dims(), cfg.vocab_size)));
-        }
-        Arc::new(t)
-    };
+    let embed = ld.qt("token_embd.weight", &[cfg.vocab_size, d])?;
     let mut layers = Vec::with_capacity(cfg.num_layers);
-    let lora_cfg = opts.lora.as_ref();
     for i in 0..cfg.num_layers {
         let p = |s: &str| format!("blk.{i}.{s}");
-        let mut proj = |t: lora::LoraTarget, out_f: usize, in_f: usize, bias: bool| -> Result<LoraLinear> {
-            let name = p(&format!("{}.weight", t.gguf_stem()));
-            let w = qt(&name, &[out_f, in_f])?;
-            let b = if bias { Some(f32t(&p(&format!("{}.bias", t.gguf_stem())), &[out_f])?) } else { None };
-            let base = QLinear::new(w, b, precision)?;
-            let lora = match lora_cfg {
-                Some(lc) if lc.targets.contains(&t) => {
-                    let seed = lora::splitmix64(lc.init_seed ^ ((i as u64) << 8 | t as u64));
-                    Some(LoraAB::init(in_f, out_f, lc, seed, dev)?)
-                }
-                _ => None,
-            };
-            Ok(LoraLinear { base, lora })
-        };
         let bias = cfg.qkv_bias;
-        let q = proj(LoraTarget::Q, h * hd, d, bias)?;
-        let k = proj(LoraTarget::K, kvh * hd, d, bias)?;
-        let v = proj(LoraTarget::V, kvh * hd, d, bias)?;
-        let o = proj(LoraTarget::O, d, h * hd, false)?;
-        let gate = proj(LoraTarget::Gate, ffn, d, false)?;
-        let up = proj(LoraTarget::Up, ffn, d, false)?;
-        let down = proj(LoraTarget::Down, d, ffn, false)?;
+        let q = ld.proj(opts, i, LoraTarget::Q, h * hd, d, bias)?;
+        let k = ld.proj(opts, i, LoraTarget::K, kvh * hd, d, bias)?;
+        let v = ld.proj(opts, i, LoraTarget::V, kvh * hd, d, bias)?;
+        let o = ld.proj(opts, i, LoraTarget::O, d, h * hd, false)?;
+        let gate = ld.proj(opts, i, LoraTarget::Gate, ffn, d, false)?;
+        let up = ld.proj(opts, i, LoraTarget::Up, ffn, d, false)?;
+        let down = ld.proj(opts, i, LoraTarget::Down, d, ffn, false)?;
         let (q_norm, k_norm) = if cfg.qk_norm {
-            (Some(f32t(&p("attn_q_norm.weight"), &[hd])?), Some(f32t(&p("attn_k_norm.weight"), &[hd])?))
+            (Some(ld.f32t(&p("attn_q_norm.weight"), &[hd])?), Some(ld.f32t(&p("attn_k_norm.weight"), &[hd])?))
         } else {
             (None, None)
         };
         let (post_attn_norm, post_ffn_norm) = if cfg.post_norms {
-            (Some(f32t(&p("post_attention_norm.weight"), &[d])?), Some(f32t(&p("post_ffw_norm.weight"), &[d])?))
+            (Some(ld.f32t(&p("post_attention_norm.weight"), &[d])?), Some(ld.f32t(&p("post_ffw_norm.weight"), &[d])?))
         } else {
             (None, None)
         };
         layers.push(Arc::new(Block {
             idx: i,
             cfg: cfg.clone(),
-            attn_norm: f32t(&p("attn_norm.weight"), &[d])?,
+            attn_norm: ld.f32t(&p("attn_norm.weight"), &[d])?,
             q,
             k,
             v,
@@ -302,16 +268,16 @@ pub fn load_decoder(path: &Path, opts: &LoadOptions) -> Result<DecoderModel> {
             q_norm,
             k_norm,
             post_attn_norm,
-            ffn_norm: f32t(&p("ffn_norm.weight"), &[d])?,
+            ffn_norm: ld.f32t(&p("ffn_norm.weight"), &[d])?,
             gate,
             up,
             down,
             post_ffn_norm,
         }));
     }
-    let final_norm = f32t("output_norm.weight", &[d])?;
-    let head_w = if cfg.tied_embeddings { embed.clone() } else { qt("output.weight", &[cfg.vocab_size, d])? };
-    let head = QLinear::new(head_w, None, precision)?;
+    let final_norm = ld.f32t("output_norm.weight", &[d])?;
+    let head_w = if cfg.tied_embeddings { embed.clone() } else { ld.qt("output.weight", &[cfg.vocab_size, d])? };
+    let head = QLinear::new(head_w, None, opts.precision)?;
     Ok(DecoderModel {
         cfg,
         embed,
@@ -324,4 +290,51 @@ pub fn load_decoder(path: &Path, opts: &LoadOptions) -> Result<DecoderModel> {
         step: AtomicU64::new(0),
         dropout_seed: opts.dropout_seed,
     })
+}
+
+/// Reads named tensors of one GGUF file with shape checks and errors naming the tensor.
+struct Loader<'a> {
+    content: &'a gguf_file::Content,
+    f: std::io::BufReader<std::fs::File>,
+    path: &'a Path,
+    dev: Device,
+}
+
+impl Loader<'_> {
+    fn err(&self, name: &str, reason: String) -> NnError {
+        NnError::Tensor { path: self.path.to_path_buf(), name: name.to_string(), reason }
+    }
+
+    /// A quantized tensor of exactly `shape` (candle order: `(out, in)` for matrices).
+    fn qt(&mut self, name: &str, shape: &[usize]) -> Result<Arc<QTensor>> {
+        if !self.content.tensor_infos.contains_key(name) {
+            return Err(self.err(name, "missing".into()));
+        }
+        let t = self.content.tensor(&mut self.f, name, &self.dev).map_err(|e| self.err(name, e.to_string()))?;
+        if t.shape().dims() != shape {
+            return Err(self.err(name, format!("shape {:?}, expected {:?}", t.shape().dims(), shape)));
+        }
+        Ok(Arc::new(t))
+    }
+
+    /// A small tensor (norm weight, bias) as f32.
+    fn f32t(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let q = self.qt(name, shape)?;
+        Ok(q.dequantize(&self.dev)?.to_dtype(DType::F32)?)
+    }
+
+    /// Projection `blk.{layer}.{stem}` with optional bias and, when targeted, a fresh adapter.
+    fn proj(&mut self, opts: &LoadOptions, layer: usize, t: LoraTarget, out_f: usize, in_f: usize, bias: bool) -> Result<LoraLinear> {
+        let w = self.qt(&format!("blk.{layer}.{}.weight", t.gguf_stem()), &[out_f, in_f])?;
+        let b = if bias { Some(self.f32t(&format!("blk.{layer}.{}.bias", t.gguf_stem()), &[out_f])?) } else { None };
+        let base = QLinear::new(w, b, opts.precision)?;
+        let lora = match &opts.lora {
+            Some(lc) if lc.targets.contains(&t) => {
+                let seed = lora::splitmix64(lc.init_seed ^ ((layer as u64) << 8 | t as u64));
+                Some(LoraAB::init(in_f, out_f, lc, seed, &self.dev)?)
+            }
+            _ => None,
+        };
+        Ok(LoraLinear { base, lora })
+    }
 }

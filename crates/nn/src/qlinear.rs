@@ -76,6 +76,45 @@ fn dequantize_bytes(dtype: GgmlDType, bytes: &[u8], dst: &mut [f32]) -> candle_c
     }
 }
 
+thread_local! {
+    /// Dequantized weights kept for the duration of one checkpointed layer's backward pass
+    /// (recompute + backward use each weight twice); `None` = caching off.
+    static DEQUANT_CACHE: std::cell::RefCell<Option<std::collections::HashMap<usize, Tensor>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// While alive, dequantized weights are cached on this thread (one layer's worth: the guard
+/// lives for one checkpointed layer's backward). Dropping it frees them.
+pub(crate) struct DequantCacheGuard(());
+
+impl DequantCacheGuard {
+    pub(crate) fn new() -> Self {
+        DEQUANT_CACHE.with(|c| *c.borrow_mut() = Some(Default::default()));
+        Self(())
+    }
+}
+
+impl Drop for DequantCacheGuard {
+    fn drop(&mut self) {
+        DEQUANT_CACHE.with(|c| *c.borrow_mut() = None);
+    }
+}
+
+/// [`dequantize_f32`] through the thread's cache when one is active.
+fn dequantize_cached(w: &Arc<QTensor>) -> candle_core::Result<Tensor> {
+    let key = Arc::as_ptr(w) as usize;
+    if let Some(t) = DEQUANT_CACHE.with(|c| c.borrow().as_ref().and_then(|m| m.get(&key).cloned())) {
+        return Ok(t);
+    }
+    let t = dequantize_f32(w)?;
+    DEQUANT_CACHE.with(|c| {
+        if let Some(m) = c.borrow_mut().as_mut() {
+            m.insert(key, t.clone());
+        }
+    });
+    Ok(t)
+}
+
 /// Dequantizes rows `r0..r1` of a 2-D quantized tensor to an f32 `(r1 - r0, cols)` tensor
 /// without touching the other rows (used for the vocabulary-chunked output head).
 pub fn dequantize_rows(w: &QTensor, r0: usize, r1: usize) -> candle_core::Result<Tensor> {
@@ -156,7 +195,7 @@ impl CustomOp1 for QMatMulOp {
             }
             _ => {
                 let x = cpu_tensor(storage, layout)?;
-                let y = matmul_wt(&x, &dequantize_f32(&self.w)?)?;
+                let y = matmul_wt(&x, &dequantize_cached(&self.w)?)?;
                 cpu_storage(&y)
             }
         }
@@ -164,7 +203,7 @@ impl CustomOp1 for QMatMulOp {
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         // dL/dx = dL/dy · W, W dequantized for this call only.
-        let w = dequantize_f32(&self.w)?;
+        let w = dequantize_cached(&self.w)?;
         let g = grad_res.contiguous()?;
         let dims = g.dims().to_vec();
         let n = *dims.last().unwrap_or(&0);

@@ -31,6 +31,12 @@ pub const TINY_HIDDEN: usize = 64;
 /// heads of width 16, MLP 128, vocabulary 96; projections Q8_0, norms F32). Gemma gets a
 /// sliding window of 4 so that short test sequences exercise it.
 pub fn write_tiny_gguf(family: Family, path: &std::path::Path, seed: u64) {
+    write_tiny_gguf_with(family, path, seed, GgmlDType::Q8_0)
+}
+
+/// As [`write_tiny_gguf`] with the projection/embedding weight type chosen (`F32` or `Q8_0`).
+/// The file carries a minimal SentencePiece-style vocabulary so llama.cpp loads it too.
+pub fn write_tiny_gguf_with(family: Family, path: &std::path::Path, seed: u64, wtype: GgmlDType) {
     let arch = family.arch();
     let (d, ffn, h, kvh, hd, layers) = (TINY_HIDDEN, 128usize, 4usize, 2usize, 16usize, 2usize);
     let mut md: Vec<(String, Value)> = vec![
@@ -49,12 +55,23 @@ pub fn write_tiny_gguf(family: Family, path: &std::path::Path, seed: u64) {
     if family == Family::Gemma3 {
         md.push((format!("{arch}.attention.sliding_window"), Value::U32(4)));
     }
+    let mut tokens = vec![Value::String("<unk>".into()), Value::String("<s>".into()), Value::String("</s>".into())];
+    tokens.extend((3..TINY_VOCAB).map(|i| Value::String(format!("t{i}"))));
+    let mut types = vec![Value::I32(2), Value::I32(3), Value::I32(3)];
+    types.extend((3..TINY_VOCAB).map(|_| Value::I32(1)));
+    md.push(("tokenizer.ggml.model".into(), Value::String("llama".into())));
+    md.push(("tokenizer.ggml.tokens".into(), Value::Array(tokens)));
+    md.push(("tokenizer.ggml.scores".into(), Value::Array((0..TINY_VOCAB).map(|_| Value::F32(0.0)).collect())));
+    md.push(("tokenizer.ggml.token_type".into(), Value::Array(types)));
+    md.push(("tokenizer.ggml.unknown_token_id".into(), Value::U32(0)));
+    md.push(("tokenizer.ggml.bos_token_id".into(), Value::U32(1)));
+    md.push(("tokenizer.ggml.eos_token_id".into(), Value::U32(2)));
     let mut s = seed;
     let mut next = || {
         s = s.wrapping_add(1);
         s
     };
-    let q8 = |t: Tensor| QTensor::quantize(&t, GgmlDType::Q8_0).expect("quantize");
+    let q8 = |t: Tensor| QTensor::quantize(&t, wtype).expect("quantize");
     let f32q = |t: Tensor| QTensor::quantize(&t, GgmlDType::F32).expect("f32 qtensor");
     let norm = |n: usize, seed: u64| f32q((randn(&[n], 0.1, seed) + 1.0).expect("add"));
     let mut tensors: Vec<(String, QTensor)> = vec![

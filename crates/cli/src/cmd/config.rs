@@ -42,7 +42,7 @@ pub fn run(args: ConfigArgs, ctx: &Context) -> anyhow::Result<()> {
 }
 
 fn show(ctx: &Context) -> anyhow::Result<()> {
-    let table = toml::Table::try_from(&ctx.config)?;
+    let table = crate::config::to_table(&ctx.config);
     let mut rows = Vec::new();
     for (key, _) in default_keys() {
         let (section, k) = key.split_once('.').expect("keys are section.key");

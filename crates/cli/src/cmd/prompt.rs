@@ -120,7 +120,7 @@ enum PromptCommand {
         #[command(flatten)]
         vars: VarArgs,
         #[command(flatten)]
-        gen: GenArgs,
+        generation: GenArgs,
     },
     /// Check a prompt: empty fields, variables, format conflicts, context budget, tokens, cost.
     Lint {
@@ -180,7 +180,7 @@ enum PromptCommand {
         #[arg(long)]
         k: Option<usize>,
         #[command(flatten)]
-        gen: GenArgs,
+        generation: GenArgs,
     },
 }
 
@@ -600,9 +600,9 @@ pub fn run(args: PromptArgs, ctx: &Context) -> Result<()> {
                 println!("imported {} library prompts ({new} new versions, {} unchanged)", saved.len(), saved.len() - new);
             }
         }
-        PromptCommand::Run { spec, vars, gen } => {
+        PromptCommand::Run { spec, vars, generation } => {
             let (spec, origin) = load_spec(&spec, ctx)?;
-            if gen.kb.is_some() {
+            if generation.kb.is_some() {
                 return Err(crate::bad_input!(
                     "--kb is not wired into `prompt run` yet (the RAG crate will provide a trident_prompt::Retriever); use `trident ask`"
                 ));
@@ -610,13 +610,13 @@ pub fn run(args: PromptArgs, ctx: &Context) -> Result<()> {
             let pool = example_pool(&spec, &vars)?;
             let rows = value_rows(&spec, &vars)?;
             let compiled: Vec<_> = rows.iter().map(|v| compile_row(&spec, v, &pool)).collect::<Result<_>>()?;
-            let backend = load_backend(ctx, gen.model.as_deref())?;
-            let adapter = adapter_ref(&backend, &gen.adapter)?;
+            let backend = load_backend(ctx, generation.model.as_deref())?;
+            let adapter = adapter_ref(&backend, &generation.adapter)?;
             let g = EngineGenerator { backend: &backend, adapter };
-            let strat = strategy(&spec, &gen);
+            let strat = strategy(&spec, &generation);
             let mut results = Vec::new();
             for c in &compiled {
-                let opts = gen_options(c, gen.temperature.or(spec.temperature), gen.seed);
+                let opts = gen_options(c, generation.temperature.or(spec.temperature), generation.seed);
                 let t = Instant::now();
                 let r = trident_prompt::run::run(&g, c, &strat, &opts)?;
                 results.push((r, t.elapsed().as_secs_f64()));
@@ -642,9 +642,9 @@ pub fn run(args: PromptArgs, ctx: &Context) -> Result<()> {
                 }
             }
         }
-        PromptCommand::Bench { spec, data, input_field, var, expect_field, answer_key, limit, out, examples, k, gen } => {
+        PromptCommand::Bench { spec, data, input_field, var, expect_field, answer_key, limit, out, examples, k, generation } => {
             let fields = BenchFields { input_field, var, expect_field, answer_key };
-            bench(ctx, &spec, &data, &fields, limit, out.as_deref(), examples, k, &gen)?
+            bench(ctx, &spec, &data, &fields, limit, out.as_deref(), examples, k, &generation)?
         }
     }
     Ok(())
@@ -705,7 +705,7 @@ fn bench(
     out: Option<&Path>,
     examples: Option<PathBuf>,
     k: Option<usize>,
-    gen: &GenArgs,
+    generation: &GenArgs,
 ) -> Result<()> {
     let (input_field, expect_field, answer_key) = (fields.input_field.as_str(), fields.expect_field.as_str(), fields.answer_key.as_str());
     let (spec, origin) = load_spec(spec_ref, ctx)?;
@@ -736,10 +736,10 @@ fn bench(
         k,
     };
     let pool = example_pool(&spec, &pool_args)?;
-    let backend = load_backend(ctx, gen.model.as_deref())?;
-    let adapter = adapter_ref(&backend, &gen.adapter)?;
+    let backend = load_backend(ctx, generation.model.as_deref())?;
+    let adapter = adapter_ref(&backend, &generation.adapter)?;
     let g = EngineGenerator { backend: &backend, adapter };
-    let strat = strategy(&spec, gen);
+    let strat = strategy(&spec, generation);
     let mut sink = match out {
         Some(p) => Some(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?),
         None => None,
@@ -750,7 +750,7 @@ fn bench(
         let mut values = Values::new();
         values.insert(var.clone(), Value::String(input.clone()));
         let c = compile_row(&spec, &values, &pool)?;
-        let opts = gen_options(&c, gen.temperature.or(spec.temperature), gen.seed);
+        let opts = gen_options(&c, generation.temperature.or(spec.temperature), generation.seed);
         let r = trident_prompt::run::run(&g, &c, &strat, &opts)?;
         let first_ok = r.attempts.first().is_some_and(|a| a.errors.is_empty());
         valid_first += first_ok as usize;
@@ -775,7 +775,7 @@ fn bench(
         "prompt": origin,
         "data": data,
         "rows": rows.len(),
-        "model": ctx.resolve_model(gen.model.as_deref())?,
+        "model": ctx.resolve_model(generation.model.as_deref())?,
         "dynamic_few_shot": pool.as_ref().map(|(p, k)| json!({"pool": p.len(), "k": k})),
         "json_valid_first_attempt": valid_first as f64 / n,
         "json_valid_after_retry": valid_final as f64 / n,

@@ -37,7 +37,7 @@ static IBAN: LazyLock<Regex> = LazyLock::new(|| re(r"[A-Z]{2}\d{2}(?: ?[A-Z0-9])
 static IPV4: LazyLock<Regex> = LazyLock::new(|| re(r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"));
 static IPV6: LazyLock<Regex> = LazyLock::new(|| re(r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}"));
 static NAME_INTRO: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?:[Мм]еня зовут|[Мм]о[её] имя|[Мм]y name is|I am|I'm|[Tt]his is|[Ээ]то|[Сс] уважением,?|[Rr]egards,?)[ \u{00A0}]+(\p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)?(?:[ \u{00A0}]+\p{Lu}\p{Ll}+){0,2})")
+    re(r"(?:[Мм]еня зовут|[Мм]о[её] имя|[Mm]y name is|I am|I'm|[Tt]his is|[Ээ]то|[Сс] уважением,?|[Rr]egards,?)[ \u{00A0}]+(\p{Lu}\p{Ll}+(?:-\p{Lu}\p{Ll}+)?(?:[ \u{00A0}]+\p{Lu}\p{Ll}+){0,2})")
 });
 static NAME_LABEL: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?:ФИО|Ф\.И\.О\.|[Кк]онтактное лицо|[Сс]отрудник|[Зз]аявитель|[Ff]ull name|[Nn]ame)[ \u{00A0}]*:[ \u{00A0}]*(\p{Lu}\p{Ll}+(?:[ \u{00A0}]+\p{Lu}(?:\p{Ll}+|\.)){0,2})")
@@ -50,7 +50,7 @@ const PASSPORT_CONTEXT: &[&str] = &["паспорт", "серия", "серии"
 const INN_CONTEXT: &[&str] = &["инн", "inn", "taxpayer", "tin"];
 const SNILS_CONTEXT: &[&str] = &["снилс", "snils", "страхов"];
 const OGRN_CONTEXT: &[&str] = &["огрн", "ogrn"];
-const VERSION_CONTEXT: &[&str] = &["верси", "version", "релиз", "release", "платформ", "сборк", "build", "v", "ver", "1с", "1c"];
+const VERSION_CONTEXT: &[&str] = &["верси", "version", "релиз", "release", "платформ", "сборк", "build", "ver", "1с", "1c"];
 
 /// How many bytes before a candidate are searched for context words.
 const CONTEXT_BYTES: usize = 48;
@@ -64,15 +64,14 @@ fn context_before(text: &str, start: usize) -> String {
     text[from..start].to_lowercase()
 }
 
-fn has_context(text: &str, start: usize, words: &[&str]) -> bool {
+/// True when one of the last few words before `start` begins with one of `stems` (a stem
+/// with a space is looked for as a phrase anywhere in the window).
+fn has_context(text: &str, start: usize, stems: &[&str]) -> bool {
     let ctx = context_before(text, start);
-    words.iter().any(|w| {
-        // Short words must stand alone ("v 8.3.1", not "dev 8.3.1"); longer ones are stems.
-        if w.chars().count() <= 3 {
-            ctx.split(|c: char| !c.is_alphanumeric()).rev().take(4).any(|tok| tok == *w)
-        } else {
-            ctx.contains(w)
-        }
+    let words: Vec<&str> = ctx.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).collect();
+    let recent = &words[words.len().saturating_sub(6)..];
+    stems.iter().any(|stem| {
+        if stem.contains(' ') { ctx.contains(stem) } else { recent.iter().any(|w| w.starts_with(stem)) }
     })
 }
 

@@ -293,8 +293,13 @@ fn no_false_positives_on_public_docs_and_salaries() {
 
 #[test]
 fn lora_dataset_answers_have_no_false_positives_and_questions_are_covered() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/lora/tickets-train.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    for name in ["tickets-train.jsonl", "tickets-test.jsonl"] {
+        check_dataset_file(&PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/lora").join(name));
+    }
+}
+
+fn check_dataset_file(path: &std::path::Path) {
+    let Ok(text) = std::fs::read_to_string(path) else {
         eprintln!("skipping: {} not found", path.display());
         return;
     };
