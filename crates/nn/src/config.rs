@@ -194,16 +194,16 @@ impl Meta<'_> {
     /// Optional float `<arch>.<key>`.
     pub fn f64_opt(&self, key: &str) -> Result<Option<f64>> {
         let full = format!("{}.{key}", self.arch);
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::F32(x)) => Ok(Some(*x as f64)),
-            Some(Value::F64(x)) => Ok(Some(*x)),
-            Some(v) => Ok(Some(self.as_u64(key, v)? as f64)),
-        }
-        .and_then(|v| match v {
+        let v = match self.get(key) {
+            None => None,
+            Some(Value::F32(x)) => Some(*x as f64),
+            Some(Value::F64(x)) => Some(*x),
+            Some(v) => Some(self.as_u64(key, v)? as f64),
+        };
+        match v {
             Some(x) if !x.is_finite() => Err(self.err(&full, "not a finite number")),
             o => Ok(o),
-        })
+        }
     }
 
     /// Optional string `<arch>.<key>`.

@@ -33,6 +33,8 @@
 //! CUDA: the forward/backward custom ops are CPU-only in this version (the `device` option
 //! must be [`Device::Cpu`]).
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod decoder;
 pub mod error;

@@ -357,7 +357,10 @@ pub fn check_with(path: &Path, options: &Options, tokens: &dyn TokenCounter) -> 
         return Err(LoraError::Unparseable { path: path.to_path_buf(), reason: "the file has no rows".into() });
     }
     if report.counts.kept == 0 {
-        let first = report.rejected.first().map(|r| format!(" (first: {r})")).unwrap_or_default();
+        let mut first = report.rejected.first().map(|r| format!(" (first: {r})")).unwrap_or_default();
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+            first.push_str("; the file looks like one JSON array: convert it to JSONL, one object per line");
+        }
         return Err(LoraError::Unparseable {
             path: path.to_path_buf(),
             reason: format!("no usable rows: {} rejected{first}", report.counts.rejected),
