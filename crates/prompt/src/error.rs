@@ -6,7 +6,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
     /// A spec file is not valid TOML/YAML or does not match the spec's shape.
-    #[error("{origin}{}: {message}", location(*line, *column))]
+    #[error("{origin}{}: {message}", location(.line, .column))]
     Parse {
         /// File name or `<input>`.
         origin: String,
@@ -26,7 +26,7 @@ pub enum PromptError {
         message: String,
     },
     /// A template refers to a variable the spec does not declare, or a value was given for one.
-    #[error("unknown variable `{name}` in {field}{}", hint_list(known))]
+    #[error("unknown variable `{name}` in {field}{}", hint_list(.known))]
     UnknownVariable {
         /// The variable (root name or dotted path).
         name: String,
@@ -36,7 +36,7 @@ pub enum PromptError {
         known: Vec<String>,
     },
     /// A required variable has no value and no default.
-    #[error("missing value for required variable `{name}` ({kind}){}", if description.is_empty() { String::new() } else { format!(": {description}") })]
+    #[error("missing value for required variable `{name}` ({kind}){}", suffix(.description))]
     MissingVariable {
         /// The variable.
         name: String,
@@ -80,7 +80,7 @@ pub enum PromptError {
         user: bool,
     },
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", .path.display())]
     Io {
         /// The file.
         path: PathBuf,
@@ -116,12 +116,16 @@ pub enum PromptError {
     Store(#[from] trident_store::StoreError),
 }
 
-fn location(line: Option<usize>, column: Option<usize>) -> String {
-    match (line, column) {
+fn location(line: &Option<usize>, column: &Option<usize>) -> String {
+    match (*line, *column) {
         (Some(l), Some(c)) => format!(":{l}:{c}"),
         (Some(l), None) => format!(":{l}"),
         _ => String::new(),
     }
+}
+
+fn suffix(description: &str) -> String {
+    if description.is_empty() { String::new() } else { format!(": {description}") }
 }
 
 fn hint_list(known: &[String]) -> String {

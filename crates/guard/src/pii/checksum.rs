@@ -27,7 +27,7 @@ pub fn luhn(s: &str) -> bool {
             }
         })
         .sum();
-    sum % 10 == 0
+    sum.is_multiple_of(10)
 }
 
 fn weighted_check(d: &[u32], weights: &[u32]) -> u32 {

@@ -90,24 +90,20 @@ fn number_bounded(text: &str, start: usize, end: usize) -> bool {
         if c.is_alphanumeric() || c == '_' || c == '+' {
             return false;
         }
-        if matches!(c, '-' | '.' | '/' | ',' | ':') {
-            if let Some(p) = char_before(text, start - c.len_utf8()) {
-                if p.is_ascii_digit() {
-                    return false;
-                }
-            }
+        if matches!(c, '-' | '.' | '/' | ',' | ':')
+            && char_before(text, start - c.len_utf8()).is_some_and(|p| p.is_ascii_digit())
+        {
+            return false;
         }
     }
     if let Some(c) = char_after(text, end) {
         if c.is_alphanumeric() || c == '_' {
             return false;
         }
-        if matches!(c, '-' | '.' | '/' | ',' | ':') {
-            if let Some(n) = char_after(text, end + c.len_utf8()) {
-                if n.is_ascii_digit() {
-                    return false;
-                }
-            }
+        if matches!(c, '-' | '.' | '/' | ',' | ':')
+            && char_after(text, end + c.len_utf8()).is_some_and(|n| n.is_ascii_digit())
+        {
+            return false;
         }
     }
     true
@@ -203,10 +199,10 @@ fn well_formed_intl(raw: &str) -> bool {
     if opens != closes || opens > 1 {
         return false;
     }
-    if let (Some(o), Some(c)) = (raw.find('('), raw.find(')')) {
-        if c < o {
-            return false;
-        }
+    if let (Some(o), Some(c)) = (raw.find('('), raw.find(')'))
+        && c < o
+    {
+        return false;
     }
     let seps: &[char] = &[' ', '\u{00A0}', '-', '.'];
     !raw.chars().zip(raw.chars().skip(1)).any(|(a, b)| seps.contains(&a) && seps.contains(&b))
@@ -291,7 +287,8 @@ fn passports(text: &str, out: &mut Vec<Finding>) {
 
 /// INN (10/12 digits) and OGRN (13/15 digits): contiguous digits with a checksum.
 fn digit_ids(text: &str, kind: PiiKind, out: &mut Vec<Finding>) {
-    let (lens, ctx_words, check): (&[usize], &[&str], fn(&str) -> bool) = match kind {
+    type Spec = (&'static [usize], &'static [&'static str], fn(&str) -> bool);
+    let (lens, ctx_words, check): Spec = match kind {
         PiiKind::Inn => (&[10, 12], INN_CONTEXT, checksum::inn),
         _ => (&[13, 15], OGRN_CONTEXT, checksum::ogrn),
     };

@@ -298,6 +298,20 @@ pub struct Masked {
 }
 
 /// Masks personal data: a [`Detector`], a [`MaskStyle`] and an allow-list.
+///
+/// ```
+/// use trident_guard::pii::{Detector, MaskStyle, Masker, PiiKind};
+///
+/// let masked = Masker::default().mask("Звоните +7 916 123-45-67, цена 2490 ₽");
+/// assert_eq!(masked.text, "Звоните [PHONE], цена 2490 ₽");
+/// assert_eq!(masked.findings[0].kind, PiiKind::Phone);
+///
+/// let masker = Masker::new(Detector::default(), MaskStyle::Pseudonym).with_allow(["@romashka.example"])?;
+/// let mut doc = masker.session();
+/// assert_eq!(doc.mask("a@mail-example.ru, b@mail-example.ru").text, "[EMAIL_1], [EMAIL_2]");
+/// assert_eq!(doc.mask("снова a@mail-example.ru; support@romashka.example").text, "снова [EMAIL_1]; support@romashka.example");
+/// # Ok::<(), trident_guard::GuardError>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Masker {
     detector: Detector,

@@ -156,7 +156,7 @@ pub fn near_pairs(sets: &[Vec<u64>], threshold: f64) -> Vec<(usize, usize, f64)>
             (s >= threshold).then_some((i, j, s))
         })
         .collect();
-    out.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    out.sort_by_key(|&(i, j, _)| (i, j));
     out
 }
 
@@ -211,7 +211,7 @@ pub fn dedup(samples: &[Sample], near_threshold: f64) -> Dedup {
         let (la, lb) = (samples[ia].source_line, samples[ib].source_line);
         pairs.push(NearPair { a: la.min(lb), b: la.max(lb), jaccard: (s * 1000.0).round() / 1000.0 });
     }
-    pairs.sort_by(|x, y| (x.a, x.b).cmp(&(y.a, y.b)));
+    pairs.sort_by_key(|p| (p.a, p.b));
     report.near_pairs_total = pairs.len();
     pairs.truncate(MAX_LISTED_PAIRS);
     report.near_pairs = pairs;

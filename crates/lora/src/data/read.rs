@@ -79,10 +79,8 @@ pub fn parse(path: &Path, bytes: &[u8], options: &Options, tokens: &dyn TokenCou
         None => (bytes, false),
     };
     let mut parsed = if is_csv { parse_csv(path, bytes, options, tokens)? } else { parse_jsonl(path, bytes, options, tokens) };
-    if bom {
-        if let Some(first) = parsed.rows.first() {
-            parsed.fixes.insert(0, Fix { line: first.line, field: "(file)".into(), kind: FixKind::ByteOrderMark });
-        }
+    if bom && let Some(first) = parsed.rows.first() {
+        parsed.fixes.insert(0, Fix { line: first.line, field: "(file)".into(), kind: FixKind::ByteOrderMark });
     }
     Ok(parsed)
 }
