@@ -23,7 +23,7 @@ pub struct LibraryEntry {
 pub fn entries() -> Result<Vec<LibraryEntry>> {
     FILES
         .iter()
-        .map(|(path, text)| {
+        .map(|&(path, text)| {
             let format = Format::from_path(std::path::Path::new(path))
                 .ok_or_else(|| PromptError::invalid(format!("library/{path}"), "unknown format"))?;
             let spec = PromptSpec::parse(text, format, &format!("library/{path}"))?;

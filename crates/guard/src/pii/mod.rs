@@ -254,6 +254,11 @@ pub fn detect(text: &str) -> Vec<Finding> {
     Detector::default().detect(text)
 }
 
+/// Masks personal data of the default kinds with typed placeholders (`[PHONE]` …).
+pub fn mask(text: &str) -> Masked {
+    Masker::default().mask(text)
+}
+
 /// How a [`Masker`] replaces what it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
