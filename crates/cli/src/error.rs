@@ -35,6 +35,9 @@ pub fn is_user_error(err: &anyhow::Error) -> bool {
         if let Some(e) = cause.downcast_ref::<trident_prompt::PromptError>() {
             return e.is_user_error();
         }
+        if let Some(e) = cause.downcast_ref::<trident_rag::RagError>() {
+            return e.is_user_error();
+        }
         if let Some(e) = cause.downcast_ref::<trident_engine::EngineError>() {
             return e.is_user_error();
         }

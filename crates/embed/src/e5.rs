@@ -70,6 +70,7 @@ impl<'a> Reader<'a> {
     }
 }
 
+#[derive(Clone, Copy)]
 struct TensorEntry {
     dtype: u8,
     elements: usize,
@@ -180,7 +181,7 @@ impl E5Embedder {
             }
             dir.insert(name, TensorEntry { dtype, elements, offset, bytes });
         }
-        let get = |name: &str, dtype: u8, elements: usize| -> Result<&TensorEntry> {
+        let get = |name: &str, dtype: u8, elements: usize| -> Result<TensorEntry> {
             let t = dir.get(name).ok_or_else(|| EmbedError::invalid(path, format!("missing tensor {name}")))?;
             let need = if dtype == 0 { elements * 4 } else { elements / 32 * 18 };
             if t.dtype != dtype || t.elements != elements || t.bytes < need {
@@ -189,7 +190,7 @@ impl E5Embedder {
                     format!("tensor {name}: dtype {} with {} elements, expected dtype {dtype} with {elements}", t.dtype, t.elements),
                 ));
             }
-            Ok(t)
+            Ok(*t)
         };
         let f32s = |name: &str, n: usize| -> Result<Vec<f32>> {
             let t = get(name, 0, n)?;

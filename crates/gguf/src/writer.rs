@@ -3,9 +3,6 @@
 use std::io::Write;
 use std::path::Path;
 
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
-
 use crate::error::GgufError;
 use crate::reader::{DEFAULT_ALIGNMENT, GGUF_MAGIC, MAX_DIMS, MAX_TENSOR_NAME_LEN};
 use crate::types::{GgmlType, MetadataValue, ValueType};
@@ -17,9 +14,9 @@ struct PendingTensor {
     data: Vec<u8>,
 }
 
-/// Builds a GGUF v3 file: metadata of every value type, tensors of F32, F16, BF16, Q8_0 (own
-/// reference quantizer) and the other types candle can quantize to (Q4_0, Q4_1, Q5_0, Q5_1,
-/// Q8_1, Q2_K..Q8_K), data aligned to 32 bytes.
+/// Builds a GGUF v3 file: metadata of every value type, tensors of F32, F16, BF16, Q8_0, Q5_0
+/// and Q4_0 (ggml's reference quantizers, reimplemented), plus Q4_1, Q5_1, Q8_1 and the K-quants
+/// through candle with the `candle` feature; data aligned to 32 bytes.
 ///
 /// Shapes are given in **ggml order** (`shape[0]` = row length): a PyTorch `[out, in]` weight
 /// whose row-major data is `w` is added as `add_tensor(name, &[in, out], &w, ty)` — the bytes
@@ -49,11 +46,11 @@ fn invalid(detail: impl Into<String>) -> GgufError {
     GgufError::InvalidWrite { detail: detail.into() }
 }
 
-fn candle_dtype(t: GgmlType) -> Option<GgmlDType> {
+#[cfg(feature = "candle")]
+fn candle_dtype(t: GgmlType) -> Option<candle_core::quantized::GgmlDType> {
+    use candle_core::quantized::GgmlDType;
     Some(match t {
-        GgmlType::Q4_0 => GgmlDType::Q4_0,
         GgmlType::Q4_1 => GgmlDType::Q4_1,
-        GgmlType::Q5_0 => GgmlDType::Q5_0,
         GgmlType::Q5_1 => GgmlDType::Q5_1,
         GgmlType::Q8_1 => GgmlDType::Q8_1,
         GgmlType::Q2_K => GgmlDType::Q2K,
@@ -82,22 +79,75 @@ pub(crate) fn quantize_q8_0(data: &[f32]) -> Vec<u8> {
     out
 }
 
+/// ggml's reference Q4_0 quantizer (`quantize_row_q4_0_ref`): per block of 32, an f16 scale
+/// `d = max / -8` (max = the value of largest magnitude) and 16 bytes of 4-bit codes
+/// (element j in the low nibble of byte j, element 16 + j in the high nibble).
+pub(crate) fn quantize_q4_0(data: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 32 * 18);
+    for block in data.chunks(32) {
+        let max = block.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        for j in 0..16 {
+            let q0 = ((block[j] * id + 8.5) as i8).min(15) as u8;
+            let q1 = ((block[16 + j] * id + 8.5) as i8).min(15) as u8;
+            out.push(q0 | (q1 << 4));
+        }
+    }
+    out
+}
+
+/// ggml's reference Q5_0 quantizer (`quantize_row_q5_0_ref`): per block of 32, an f16 scale
+/// `d = max / -16`, a u32 of fifth bits and 16 bytes of low nibbles (layout as Q4_0).
+pub(crate) fn quantize_q5_0(data: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() / 32 * 22);
+    for block in data.chunks(32) {
+        let max = block.iter().fold(0f32, |m, &x| if x.abs() > m.abs() { x } else { m });
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut qh = 0u32;
+        let mut qs = [0u8; 16];
+        for j in 0..16 {
+            let q0 = ((block[j] * id + 16.5) as i8).min(31) as u8;
+            let q1 = ((block[16 + j] * id + 16.5) as i8).min(31) as u8;
+            qs[j] = (q0 & 0x0F) | ((q1 & 0x0F) << 4);
+            qh |= u32::from((q0 & 0x10) >> 4) << j;
+            qh |= u32::from((q1 & 0x10) >> 4) << (j + 16);
+        }
+        out.extend_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        out.extend_from_slice(&qh.to_le_bytes());
+        out.extend_from_slice(&qs);
+    }
+    out
+}
+
 /// Encode f32 values as `ggml_type`; `shape` in ggml order, already validated.
 pub(crate) fn encode(name: &str, shape: &[u64], data: &[f32], ggml_type: GgmlType) -> Result<Vec<u8>, GgufError> {
+    let _ = shape;
     Ok(match ggml_type {
         GgmlType::F32 => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
         GgmlType::F16 => data.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
         GgmlType::BF16 => data.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
         GgmlType::Q8_0 => quantize_q8_0(data),
-        t => {
-            let dtype = candle_dtype(t)
-                .ok_or_else(|| invalid(format!("tensor '{name}': cannot quantize to {t} (no quantizer)")))?;
+        GgmlType::Q4_0 => quantize_q4_0(data),
+        GgmlType::Q5_0 => quantize_q5_0(data),
+        #[cfg(feature = "candle")]
+        t if candle_dtype(t).is_some() => {
+            use candle_core::quantized::QTensor;
+            use candle_core::{Device, Tensor};
+            let dtype = candle_dtype(t).expect("checked by the guard");
             let dims: Vec<usize> = shape.iter().rev().map(|&d| d as usize).collect();
-            let q = Tensor::from_slice(data, dims.as_slice(), &Device::Cpu)
+            Tensor::from_slice(data, dims.as_slice(), &Device::Cpu)
                 .and_then(|x| QTensor::quantize(&x, dtype))
                 .and_then(|q| q.data().map(|d| d.into_owned()))
-                .map_err(|e| GgufError::Quantize { tensor: name.to_string(), detail: e.to_string() })?;
-            q
+                .map_err(|e| GgufError::Quantize { tensor: name.to_string(), detail: e.to_string() })?
+        }
+        t => {
+            return Err(invalid(format!(
+                "tensor '{name}': no quantizer for {t} (F32, F16, BF16, Q8_0, Q5_0 and Q4_0 are built in; \
+                 enable the `candle` feature for Q4_1, Q5_1, Q8_1 and the K-quants)"
+            )));
         }
     })
 }
@@ -320,13 +370,44 @@ mod tests {
         }
     }
 
-    #[test]
-    fn candle_quantization_gives_ggml_sized_blocks() {
-        let data: Vec<f32> = (0..512).map(|i| (i as f32 * 0.37).sin()).collect();
-        for (t, expect) in [(GgmlType::Q4_K, 288), (GgmlType::Q5_0, 352), (GgmlType::Q6_K, 420)] {
-            let b = encode("t", &[256, 2], &data, t).unwrap();
-            assert_eq!(b.len(), expect, "{t}");
+    /// Decode ggml's Q4_0 / Q5_0 blocks (as `dequantize_row_q{4,5}_0`) for the round-trip tests.
+    fn dequant(block: &[u8], five_bit: bool) -> Vec<f32> {
+        let d = half::f16::from_le_bytes([block[0], block[1]]).to_f32();
+        let (qh, qs) = if five_bit {
+            (u32::from_le_bytes(block[2..6].try_into().unwrap()), &block[6..22])
+        } else {
+            (0, &block[2..18])
+        };
+        let mut out = vec![0f32; 32];
+        for j in 0..16 {
+            let (mut x0, mut x1) = (i32::from(qs[j] & 0x0F), i32::from(qs[j] >> 4));
+            if five_bit {
+                x0 |= (((qh >> j) & 1) << 4) as i32;
+                x1 |= (((qh >> (j + 16)) & 1) << 4) as i32;
+                out[j] = (x0 - 16) as f32 * d;
+                out[j + 16] = (x1 - 16) as f32 * d;
+            } else {
+                out[j] = (x0 - 8) as f32 * d;
+                out[j + 16] = (x1 - 8) as f32 * d;
+            }
         }
+        out
+    }
+
+    #[test]
+    fn q4_0_and_q5_0_round_trip_within_one_step() {
+        let data: Vec<f32> = (0..64).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+        for (five, q) in [(false, quantize_q4_0(&data)), (true, quantize_q5_0(&data))] {
+            let size = if five { 22 } else { 18 };
+            assert_eq!(q.len(), 2 * size);
+            for (b, chunk) in q.chunks(size).zip(data.chunks(32)) {
+                let d = half::f16::from_le_bytes([b[0], b[1]]).to_f32().abs();
+                for (x, y) in dequant(b, five).iter().zip(chunk) {
+                    assert!((x - y).abs() <= d * 1.01, "five={five}: {x} vs {y} (step {d})");
+                }
+            }
+        }
+        assert_eq!(encode("t", &[32], &[0.0; 32], GgmlType::Q5_0).unwrap(), vec![0; 22]);
     }
 
     #[test]

@@ -150,10 +150,9 @@ pub(crate) fn cpu_tensor(storage: &CpuStorage, layout: &Layout) -> candle_core::
     match layout.contiguous_offsets() {
         Some((a, b)) => Tensor::from_slice(&slice[a..b], shape, &Device::Cpu),
         None => {
-            // Strided input: gather through candle (rare; callers pass contiguous tensors).
-            let full = Tensor::from_slice(slice, slice.len(), &Device::Cpu)?;
-            let strided = full.as_strided(shape, layout.stride().to_vec(), layout.start_offset())?;
-            strided.contiguous()
+            // Strided input (rare; callers pass contiguous tensors): gather element by element.
+            let v: Vec<f32> = layout.strided_index().map(|i| slice[i]).collect();
+            Tensor::from_vec(v, shape, &Device::Cpu)
         }
     }
 }
@@ -177,8 +176,8 @@ impl CustomOp1 for QMatMulOp {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        if storage.dtype() != DType::F32 {
-            candle_core::bail!("trident-qmatmul expects f32 activations, got {:?}", storage.dtype())
+        if !matches!(storage, CpuStorage::F32(_)) {
+            candle_core::bail!("trident-qmatmul expects f32 activations")
         }
         match self.precision {
             Precision::Quantized if self.w.dtype().block_size() > 1 => {

@@ -104,7 +104,7 @@ fn split_long(text: &str, max: usize, counter: &dyn TokenCounter) -> Vec<String>
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut cur_tokens = 0usize;
-    let mut push_unit = |unit: &str, out: &mut Vec<String>, cur: &mut String, cur_tokens: &mut usize| {
+    let push_unit = |unit: &str, out: &mut Vec<String>, cur: &mut String, cur_tokens: &mut usize| {
         let t = counter.count_tokens(unit);
         if *cur_tokens + t > max && !cur.is_empty() {
             out.push(std::mem::take(cur));

@@ -205,7 +205,10 @@ pub fn run(kb: &KnowledgeBase, questions: &[Question], generator: Option<&dyn Ge
         progress(i, &r);
         results.push(r);
     }
-    let of = |e: &str| results.iter().filter(move |r| r.expect == e);
+    fn of<'a>(results: &'a [QuestionResult], e: &'a str) -> impl Iterator<Item = &'a QuestionResult> + 'a {
+        results.iter().filter(move |r| r.expect == e)
+    }
+    let of = |e: &'static str| of(&results, e);
     let n_answer = of("answer").count();
     let answered: Vec<&QuestionResult> = of("answer").filter(|r| !r.refused).collect();
     Ok(EvalReport {

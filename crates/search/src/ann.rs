@@ -97,9 +97,14 @@ impl Ann {
         // hnsw_rs ties a reloaded graph's lifetime to its loader; the loader is small (paths and
         // options, no mmap) and is kept for the life of the process.
         let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(&folder, &m.basename)));
-        let graph: Hnsw<'static, f32, UnitDot> = io
-            .load_hnsw::<f32, UnitDot>()
-            .map_err(|e| SearchError::Corrupt { path: folder.clone(), reason: format!("vector index dump: {e}") })?;
+        let graph: Hnsw<'static, f32, UnitDot> = match io.load_hnsw::<f32, UnitDot>() {
+            Ok(g) => g,
+            Err(e) => {
+                // The graph is derived data: the caller re-inserts every stored vector.
+                tracing::warn!(folder = %folder.display(), error = %e, "unreadable vector graph dump; rebuilding");
+                return Ok(Ann::new(dim));
+            }
+        };
         let ann = Ann { dim, graph: RwLock::new(graph), flat: RwLock::new(Flat::default()) };
         {
             let g = ann.graph.read();
@@ -194,7 +199,8 @@ impl Ann {
     /// Dumps the graph into a new folder under `dir` and points `dir/ann.json` at it; older
     /// folders are removed afterwards.
     pub fn save(&self, dir: &Path, generation: u64) -> Result<()> {
-        let folder_name = format!("ann-{generation}");
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let folder_name = format!("ann-{generation}-{stamp}");
         let folder = dir.join(&folder_name);
         let _ = std::fs::remove_dir_all(&folder);
         std::fs::create_dir_all(&folder).map_err(|e| SearchError::io(&folder, e))?;
@@ -300,7 +306,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tmp");
         ann.save(dir.path(), 1).expect("save");
         ann.save(dir.path(), 2).expect("save again");
-        assert!(!dir.path().join("ann-1").exists());
+        let folders = std::fs::read_dir(dir.path()).expect("list").filter(|e| e.as_ref().is_ok_and(|e| e.file_name().to_string_lossy().starts_with("ann-"))).count();
+        assert_eq!(folders, 1, "old generations are removed");
         let back = Ann::load(dir.path(), d).expect("load");
         assert_eq!(back.len(), 2000);
         assert_eq!(back.search_graph(&q, 1, 64, &|_| true)[0].0, 123);
