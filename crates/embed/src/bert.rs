@@ -13,9 +13,7 @@ use crate::Result;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct BertConfig {
     pub hidden: usize,
-    pub layers: usize,
     pub heads: usize,
-    pub ff: usize,
     pub eps: f64,
     pub max_positions: usize,
 }

@@ -243,7 +243,7 @@ impl E5Embedder {
                 oln_b: vec1(f32s(&n("oln.b"), hidden)?)?,
             });
         }
-        let cfg = BertConfig { hidden, layers, heads, ff, eps: eps as f64, max_positions };
+        let cfg = BertConfig { hidden, heads, eps: eps as f64, max_positions };
         let bert = Bert { cfg, word, pos, type0, eln_w, eln_b, layers: ls };
         Ok(E5Embedder { id, bert, tok, max_batch: 32, token_budget: 8192 })
     }

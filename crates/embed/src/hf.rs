@@ -2,7 +2,7 @@
 //! (optionally `sentence_bert_config.json` for the sequence limit). Mean pooling + L2
 //! normalisation, as sentence-transformers does for all-MiniLM-L6-v2.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::prelude::*;
 use safetensors::{Dtype, SafeTensors};
@@ -152,9 +152,7 @@ impl BertEmbedder {
         let bert = Bert {
             cfg: BertConfig {
                 hidden: h,
-                layers: cfg.num_hidden_layers,
                 heads: cfg.num_attention_heads,
-                ff,
                 eps: cfg.layer_norm_eps,
                 max_positions: cfg.max_position_embeddings - pos_offset,
             },
@@ -257,9 +255,9 @@ impl Embedder for BertEmbedder {
 
 /// Folder of all-MiniLM-L6-v2 for tests (`TRIDENT_TEST_MINILM`), if set.
 #[cfg(test)]
-fn test_dir() -> Option<PathBuf> {
+fn test_dir() -> Option<std::path::PathBuf> {
     match std::env::var_os("TRIDENT_TEST_MINILM") {
-        Some(p) => Some(PathBuf::from(p)),
+        Some(p) => Some(std::path::PathBuf::from(p)),
         None => {
             eprintln!("TRIDENT_TEST_MINILM is unset: skipping the all-MiniLM-L6-v2 test");
             None

@@ -7,10 +7,14 @@
 //! - [`inspect`] — read and validate a model or adapter file; returns [`GgufInfo`]. Every file
 //!   must pass it before it is handed to llama.cpp (which aborts the process on some bad files).
 //! - [`read_metadata`] — structure-only read for listing arbitrary GGUF files.
-//! - [`GgufWriter`] — write GGUF v3 files (all metadata types; F32, F16, Q8_0 and any type
-//!   candle can quantize to).
+//! - [`GgufWriter`] — write GGUF v3 files (all metadata types; F32, F16, BF16, Q8_0, Q5_0, Q4_0
+//!   built in; Q4_1, Q5_1, Q8_1 and the K-quants through candle with the `candle` feature).
 //! - [`write_lora_adapter`] / [`inspect_adapter_against`] — llama.cpp's GGUF-LoRA format.
-//! - `testing` (cargo feature `testing`) — tiny random-weight models of every [`Family`].
+//! - `testing` (cargo feature `testing`) — tiny random-weight models of every [`Family`] that
+//!   llama.cpp loads and runs (proved by `tests/llama_load.rs`).
+//!
+//! Cargo features: `testing` (the tiny models), `candle` (extra quantizers through
+//! `candle-core`; off by default so the crate builds in seconds).
 //!
 //! # File-format invariants relied on
 //!

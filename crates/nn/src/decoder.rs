@@ -438,6 +438,16 @@ pub struct DecoderModel {
     pub(crate) dropout_seed: u64,
 }
 
+impl std::fmt::Debug for DecoderModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecoderModel")
+            .field("config", &self.cfg)
+            .field("lora_scale", &self.lora_scale)
+            .field("checkpointing", &self.checkpointing)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DecoderModel {
     fn check_ids(&self, ids: &Tensor) -> Result<(usize, usize, Vec<Vec<u32>>)> {
         let (b, s) = ids.dims2().map_err(|_| NnError::Input(format!("input_ids must be [batch, seq], got {:?}", ids.shape())))?;
@@ -820,7 +830,7 @@ mod tests {
                 let g = grads.get(var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()[flat_i] as f64;
                 let base: HashMap<String, Tensor> = vars.iter().map(|(n, v)| (n.clone(), v.as_tensor().copy().unwrap())).collect();
                 let eps = 2e-3;
-                let mut eval = |delta: f64| -> f64 {
+                let eval = |delta: f64| -> f64 {
                     let mut map = base.clone();
                     let t = &map[name];
                     let mut v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();

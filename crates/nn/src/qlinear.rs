@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 /// How a frozen quantized weight is multiplied with activations.
@@ -149,11 +149,8 @@ pub(crate) fn cpu_tensor(storage: &CpuStorage, layout: &Layout) -> candle_core::
     let slice = storage.as_slice::<f32>()?;
     match layout.contiguous_offsets() {
         Some((a, b)) => Tensor::from_slice(&slice[a..b], shape, &Device::Cpu),
-        None => {
-            // Strided input (rare; callers pass contiguous tensors): gather element by element.
-            let v: Vec<f32> = layout.strided_index().map(|i| slice[i]).collect();
-            Tensor::from_vec(v, shape, &Device::Cpu)
-        }
+        // Every caller makes its operands contiguous before applying the op.
+        None => candle_core::bail!("internal: non-contiguous operand {layout:?}"),
     }
 }
 
@@ -302,7 +299,7 @@ impl QLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::Var;
+    use candle_core::{DType, Var};
 
     fn rand_q(out_f: usize, in_f: usize, dtype: GgmlDType, seed: u64) -> QTensor {
         let w = crate::testutil::randn(&[out_f, in_f], 0.5, seed);
