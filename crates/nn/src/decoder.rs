@@ -674,7 +674,8 @@ impl DecoderModel {
         }
         for (name, var) in &vars {
             let t = &tensors[name];
-            var.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?)?;
+            // copy(): a tensor sharing the variable's storage cannot be assigned to it.
+            var.set(&t.to_dtype(DType::F32)?.to_device(&self.device)?.copy()?)?;
         }
         Ok(())
     }
