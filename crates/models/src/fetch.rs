@@ -660,7 +660,6 @@ mod tests {
     use super::*;
     use crate::manifest::Manifest;
     use rand::RngCore;
-    use std::io::Write as _;
 
     fn part(package: &str, version: &str) -> Part {
         Part { package: package.into(), version: version.into(), member: "m".into(), platform: None, size: None, sha256: None }
