@@ -204,8 +204,6 @@ pub struct Context {
     pub home: PathBuf,
     /// `--json` was given.
     pub json: bool,
-    /// `-v` count.
-    pub verbose: u8,
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
     /// For each `section.key`: where its value came from (`default`, `file PATH`,
@@ -231,7 +229,7 @@ impl Context {
         };
         let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("TRIDENT_")).collect();
         let (config, sources) = build(file.as_deref(), &env, &cli.set)?;
-        Ok(Self { config, home, json: cli.json, verbose: cli.verbose, config_file: file, sources })
+        Ok(Self { config, home, json: cli.json, config_file: file, sources })
     }
 
     /// The model cache folder (`[models] dir`, else `$TRIDENT_HOME/models`).

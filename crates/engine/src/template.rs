@@ -120,8 +120,12 @@ impl ChatTemplate {
     ) -> Result<Self, EngineError> {
         let mut env = Environment::new();
         // transformers renders with trim_blocks and lstrip_blocks (see its `_compile_jinja_template`).
-        env.set_trim_blocks(true);
-        env.set_lstrip_blocks(true);
+        let syntax = minijinja::syntax::SyntaxConfig::builder()
+            .trim_blocks(true)
+            .lstrip_blocks(true)
+            .build()
+            .map_err(|e| EngineError::Template { message: format!("syntax config: {e}") })?;
+        env.set_syntax(syntax);
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         minijinja_contrib::add_to_environment(&mut env);
         env.add_function("raise_exception", raise_exception);
@@ -163,7 +167,7 @@ impl ChatTemplate {
             .get_template(TEMPLATE_NAME)
             .map_err(|e| EngineError::Template { message: e.to_string() })?;
         tmpl.render(context! {
-            messages => messages,
+            messages => minijinja::Value::from(minijinja::value::Serde(messages)),
             add_generation_prompt => add_generation_prompt,
             bos_token => &self.bos_token,
             eos_token => &self.eos_token,
