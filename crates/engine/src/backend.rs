@@ -123,6 +123,17 @@ pub struct TopLogprob {
     pub logprob: f32,
 }
 
+/// One position of a scored sequence ([`Backend::score`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScoredPosition {
+    /// Index in the scored sequence of the token whose successor this predicts.
+    pub position: usize,
+    /// Log-prob of the token that follows in the sequence (`None` at the last position).
+    pub next_logprob: Option<f32>,
+    /// The most likely next tokens, best first.
+    pub top: Vec<TopLogprob>,
+}
+
 /// Log-prob of one generated token with its top alternatives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenLogprob {
@@ -321,6 +332,20 @@ pub trait Backend: Send + Sync {
         tokens: &[u32],
         adapter: Option<&AdapterRef>,
     ) -> Result<Vec<f32>, EngineError>;
+
+    /// Scores a whole token sequence in one pass (teacher forcing): for every position, the
+    /// top-`top_k` next tokens and the log-prob of the token that actually follows. This is
+    /// what a perplexity, a held-out loss or a comparison with a reference implementation
+    /// needs; it never reuses a cached prefix, so every position is computed in the same pass.
+    ///
+    /// # Errors
+    /// Empty or over-long sequence, bad ids, unknown adapter.
+    fn score(
+        &self,
+        tokens: &[u32],
+        top_k: usize,
+        adapter: Option<&AdapterRef>,
+    ) -> Result<Vec<ScoredPosition>, EngineError>;
 
     /// Loads a LoRA adapter under `name` (replacing nothing: a name already in use is an
     /// error); several can be resident at once.

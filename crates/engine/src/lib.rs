@@ -17,7 +17,7 @@ pub mod llama;
 
 pub use backend::{
     AdapterRef, Backend, Control, FinishReason, GenerateRequest, Generation, ModelInfo, Prompt,
-    Timings, TokenEvent, TokenLogprob, TopLogprob, Usage,
+    ScoredPosition, Timings, TokenEvent, TokenLogprob, TopLogprob, Usage,
 };
 pub use llama::{LlamaBackend, LlamaConfig, RequestHandle};
 pub use sampling::SamplingParams;

@@ -31,7 +31,7 @@ use parking_lot::Mutex;
 
 use crate::backend::{
     AdapterRef, Backend, Control, FinishReason, GenerateRequest, Generation, ModelInfo, Prompt,
-    Timings, TokenEvent, TokenLogprob, TopLogprob, Usage,
+    ScoredPosition, Timings, TokenEvent, TokenLogprob, TopLogprob, Usage,
 };
 use crate::error::EngineError;
 use crate::prefix::{AdapterKey, PrefixCache};
@@ -54,11 +54,13 @@ pub struct LlamaConfig {
     pub n_batch: usize,
     /// Layers offloaded to the GPU (only with the `cuda` feature; `u32::MAX` = all).
     pub gpu_layers: u32,
+    /// Flash attention: `None` lets llama.cpp decide (its default), `Some(on)` forces it.
+    pub flash_attn: Option<bool>,
 }
 
 impl Default for LlamaConfig {
     fn default() -> Self {
-        Self { n_ctx: 0, n_seq: 1, threads: 0, n_batch: 512, gpu_layers: u32::MAX }
+        Self { n_ctx: 0, n_seq: 1, threads: 0, n_batch: 512, gpu_layers: u32::MAX, flash_attn: None }
     }
 }
 
@@ -120,6 +122,8 @@ pub enum Event {
     Token(TokenEvent),
     /// The next-token log-prob row after the prompt (for [`Backend::next_token_logprobs`]).
     Row(Vec<f32>),
+    /// Every prompt position's scores (for [`Backend::score`]), sent before `Done`.
+    Scores(Vec<ScoredPosition>),
     /// The request finished.
     Done(Result<Generation, EngineError>),
 }
@@ -130,6 +134,8 @@ struct GenJob {
     bias_ids: Vec<(u32, f32)>,
     key: AdapterKey,
     want_row: bool,
+    /// Score every prompt position (top-k alternatives kept), for [`Backend::score`].
+    score_top: Option<usize>,
     events: Sender<Event>,
     cancel: Arc<AtomicBool>,
     submitted: Instant,
@@ -177,7 +183,7 @@ impl RequestHandle {
                         }
                     }
                 }
-                Event::Row(_) => {}
+                Event::Row(_) | Event::Scores(_) => {}
                 Event::Done(r) => return r,
             }
         }
@@ -294,7 +300,12 @@ impl LlamaBackend {
             // One KV pool shared by all sequences: prefixes can be copied between them.
             .with_kv_unified(true)
             // Full-size sliding-window caches, so a cached prefix can be cut at any position.
-            .with_swa_full(true);
+            .with_swa_full(true)
+            .with_flash_attention_policy(match config.flash_attn {
+                None => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_AUTO,
+                Some(false) => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_DISABLED,
+                Some(true) => llama_cpp_sys_2::LLAMA_FLASH_ATTN_TYPE_ENABLED,
+            });
 
         let (tx, rx) = unbounded::<Job>();
         let (ready_tx, ready_rx) = unbounded::<Result<(), EngineError>>();
@@ -371,10 +382,15 @@ impl LlamaBackend {
     /// # Errors
     /// Invalid request, prompt over the context limit, unknown adapter.
     pub fn submit(&self, req: &GenerateRequest) -> Result<RequestHandle, EngineError> {
-        self.submit_inner(req, false)
+        self.submit_inner(req, false, None)
     }
 
-    fn submit_inner(&self, req: &GenerateRequest, want_row: bool) -> Result<RequestHandle, EngineError> {
+    fn submit_inner(
+        &self,
+        req: &GenerateRequest,
+        want_row: bool,
+        score_top: Option<usize>,
+    ) -> Result<RequestHandle, EngineError> {
         req.sampling.validate()?;
         let prompt = self.prompt_tokens(&req.prompt)?;
         if prompt.is_empty() {
@@ -418,6 +434,7 @@ impl LlamaBackend {
             bias_ids,
             key,
             want_row,
+            score_top,
             events: tx,
             cancel: Arc::clone(&cancel),
             submitted: Instant::now(),
@@ -508,17 +525,45 @@ impl Backend for LlamaBackend {
             adapters: adapter.cloned().into_iter().collect(),
             ..Default::default()
         };
-        let h = self.submit_inner(&req, true)?;
+        let h = self.submit_inner(&req, true, None)?;
         let mut row = None;
         while let Some(ev) = h.next_event() {
             match ev {
                 Event::Row(r) => row = Some(r),
                 Event::Done(Err(e)) => return Err(e),
                 Event::Done(Ok(_)) => break,
-                Event::Token(_) => {}
+                Event::Token(_) | Event::Scores(_) => {}
             }
         }
         row.ok_or(EngineError::WorkerStopped)
+    }
+
+    fn score(
+        &self,
+        tokens: &[u32],
+        top_k: usize,
+        adapter: Option<&AdapterRef>,
+    ) -> Result<Vec<ScoredPosition>, EngineError> {
+        if tokens.is_empty() {
+            return Err(EngineError::invalid("score needs at least one token"));
+        }
+        let req = GenerateRequest {
+            prompt: Prompt::Tokens(tokens.to_vec()),
+            max_tokens: 0,
+            adapters: adapter.cloned().into_iter().collect(),
+            ..Default::default()
+        };
+        let h = self.submit_inner(&req, false, Some(top_k))?;
+        let mut scores = None;
+        while let Some(ev) = h.next_event() {
+            match ev {
+                Event::Scores(s) => scores = Some(s),
+                Event::Done(Err(e)) => return Err(e),
+                Event::Done(Ok(_)) => break,
+                Event::Token(_) | Event::Row(_) => {}
+            }
+        }
+        scores.ok_or(EngineError::WorkerStopped)
     }
 
     fn load_adapter(&self, name: &str, path: &Path) -> Result<(), EngineError> {
@@ -551,6 +596,9 @@ struct Active {
     next: Option<u32>,
     /// Index of this sequence's logits row in the last batch.
     logits_at: Option<i32>,
+    /// Scored prompt positions: (batch row, position) in the last batch, and the results.
+    score_rows: Vec<(i32, usize)>,
+    scores: Vec<ScoredPosition>,
     /// Tokens in the context: prompt then generated (for penalties).
     history: Vec<u32>,
     generated: Vec<u32>,
@@ -714,6 +762,10 @@ impl<'m> Worker<'m> {
             {
                 reuse = 0;
             }
+            // Scoring needs logits at every position, so nothing cached can stand in.
+            if job.score_top.is_some() {
+                reuse = 0;
+            }
             if reuse == 0 {
                 let _ = self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
             }
@@ -729,6 +781,8 @@ impl<'m> Worker<'m> {
                 pending,
                 next: None,
                 logits_at: None,
+                score_rows: Vec::new(),
+                scores: Vec::new(),
                 history,
                 generated: Vec::new(),
                 text: String::new(),
@@ -765,6 +819,7 @@ impl<'m> Worker<'m> {
         let mut added: Vec<(usize, Vec<u32>)> = Vec::new();
         for a in &mut self.active {
             a.logits_at = None;
+            a.score_rows.clear();
         }
         // Decode-phase tokens first (latency), then prompt chunks.
         for phase in 0..2 {
@@ -782,12 +837,17 @@ impl<'m> Worker<'m> {
                     continue;
                 }
                 let last_of_prompt = a.next.is_some() || toks.len() == a.pending.len();
+                let scoring = a.job.score_top.is_some() && a.next.is_none();
                 for (k, &t) in toks.iter().enumerate() {
-                    let logits = last_of_prompt && k + 1 == toks.len();
-                    if batch.add(LlamaToken(t as i32), (pos0 + k) as i32, &[a.slot as i32], logits).is_err() {
+                    let last = last_of_prompt && k + 1 == toks.len();
+                    if batch.add(LlamaToken(t as i32), (pos0 + k) as i32, &[a.slot as i32], last || scoring).is_err()
+                    {
                         break;
                     }
-                    if logits {
+                    if scoring {
+                        a.score_rows.push((batch.n_tokens() - 1, pos0 + k));
+                    }
+                    if last {
                         a.logits_at = Some(batch.n_tokens() - 1);
                     }
                 }
@@ -816,6 +876,22 @@ impl<'m> Worker<'m> {
             self.cache.push(a.slot, &toks);
             if a.next.take().is_none() {
                 a.pending.drain(..toks.len());
+            }
+        }
+        // Score prompt positions where asked.
+        for a in &mut self.active {
+            let Some(k) = a.job.score_top else { continue };
+            for &(idx, pos) in &a.score_rows {
+                let lp = log_softmax(self.ctx.get_logits_ith(idx));
+                let next = a.job.prompt.get(pos + 1).copied();
+                a.scores.push(ScoredPosition {
+                    position: pos,
+                    next_logprob: next.map(|t| lp[t as usize]),
+                    top: top_logprobs(&lp, k)
+                        .into_iter()
+                        .map(|(id, l)| TopLogprob { token: id, text: token_text(self.model, id), logprob: l })
+                        .collect(),
+                });
             }
         }
         // Sample where logits were produced.
@@ -923,6 +999,9 @@ impl<'m> Worker<'m> {
                     }));
                 }
             }
+        }
+        if a.job.score_top.is_some() {
+            let _ = a.job.events.send(Event::Scores(std::mem::take(&mut a.scores)));
         }
         let now = Instant::now();
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1000.0;

@@ -213,7 +213,7 @@ mod tests {
         .unwrap();
         assert!(!t.is_fallback());
         let s = t.render(&[ChatMessage::user("  hi  ")], false).unwrap();
-        assert_eq!(s, "<s>HI|true;");
+        assert_eq!(s, "<s>HI|True;", "Python Jinja prints booleans capitalised");
     }
 
     #[test]

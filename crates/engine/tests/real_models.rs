@@ -51,6 +51,14 @@ fn backend(name: &str) -> Option<Arc<LlamaBackend>> {
     .clone()
 }
 
+/// A backend of its own, for tests whose exact output must not depend on what other tests
+/// run in the same batch (batch composition changes the last bits of the logits).
+fn private_backend(name: &str) -> Option<LlamaBackend> {
+    let p = model_path(name)?;
+    let cfg = LlamaConfig::default().with_ctx(512).with_threads(2);
+    Some(LlamaBackend::load(&p, &cfg).expect("model loads"))
+}
+
 fn ids(v: &Value) -> Vec<u32> {
     v.as_array().expect("array").iter().map(|x| x.as_u64().expect("id") as u32).collect()
 }
@@ -106,24 +114,37 @@ fn chat_template_matches_reference() {
     }
 }
 
+/// llama.cpp's quantized logits against transformers' float32 ones. Each reference sequence is
+/// scored in one pass, as transformers computes it; positions are compared on the top-1 id, and
+/// the reference's log-probs of llama.cpp's top-5 must be close (quantization moves logits by a
+/// few tenths; a wrong model moves them by whole units).
 fn check_logits(name: &str) -> Option<f64> {
     let (Some(b), Some(r)) = (backend(name), reference(name)) else { return None };
     let (mut agree, mut total) = (0usize, 0usize);
+    let mut worst_gap = 0f64;
     for seq in r["logits"].as_array().expect("logits[]") {
         let input = ids(&seq["input_ids"]);
         let positions = seq["positions"].as_array().expect("positions");
-        for (i, pos) in positions.iter().enumerate() {
+        let scored = b.score(&input[..positions.len()], 20, None).unwrap();
+        assert_eq!(scored.len(), positions.len());
+        for (i, (pos, got)) in positions.iter().zip(&scored).enumerate() {
             let want = pos["top_ids"][0].as_u64().expect("top id") as u32;
-            let row = b.next_token_logprobs(&input[..=i], None).unwrap();
-            assert_eq!(row.len(), b.info().n_vocab);
-            let got = trident_engine::sampling::argmax(&row).unwrap();
+            let got_top = got.top[0].token;
             total += 1;
-            agree += usize::from(got == want);
+            agree += usize::from(got_top == want);
+            if got_top != want {
+                let tl = &pos["top_logits"];
+                let gap = tl[0].as_f64().unwrap() - tl[1].as_f64().unwrap();
+                worst_gap = worst_gap.max(gap);
+                let rank = pos["top_ids"].as_array().unwrap().iter().position(|v| v.as_u64() == Some(u64::from(got_top)));
+                eprintln!("  position {i}: reference top-1 {want} leads its runner-up by {gap:.3}; llama.cpp's top-1 is the reference's #{rank:?}");
+            }
         }
     }
     let rate = agree as f64 / total as f64;
-    eprintln!("{name}: llama.cpp top-1 agrees with the reference at {agree}/{total} positions ({:.1}%)", rate * 100.0);
+    eprintln!("{name}: llama.cpp top-1 agrees with the reference at {agree}/{total} positions ({:.1}%); disagreements only where the reference margin is <= {worst_gap:.3}", rate * 100.0);
     assert!(rate >= 0.95, "{name}: top-1 agreement {rate:.3} < 0.95");
+    assert!(worst_gap < 0.5, "{name}: llama.cpp disagrees where the reference is sure (margin {worst_gap:.3})");
     Some(rate)
 }
 
@@ -203,7 +224,7 @@ fn stop_sequence_cuts_text() {
 
 #[test]
 fn seeded_sampling_reproducible_and_logit_bias() {
-    let Some(b) = backend(QWEN) else { return };
+    let Some(b) = private_backend(QWEN) else { return };
     let sampling = SamplingParams { temperature: 1.2, top_k: 40, top_p: 0.95, seed: Some(7), ..Default::default() };
     let req = GenerateRequest::text("Once upon a time").with_max_tokens(16).with_sampling(sampling.clone());
     let a = b.generate(&req, None).unwrap();
@@ -254,15 +275,47 @@ fn logprobs_are_reported() {
     assert!((total - 1.0).abs() < 1e-3, "{total}");
 }
 
+/// Batched and sequential decoding run different llama.cpp kernels (a 4-row GEMM versus a
+/// 1-row GEMV over repacked Q4_K weights), whose float sums round differently in the last bits.
+/// So outputs are equal token for token except where the model is at a near-tie; this checks
+/// that every divergence is one: the two tokens are the sequential run's top two, within
+/// `NEAR_TIE` nats of each other.
+fn assert_same_up_to_near_ties(b: &LlamaBackend, prompts: &[&str], got: &[Vec<u32>], want: &[Vec<u32>]) -> usize {
+    const NEAR_TIE: f32 = 0.05;
+    let mut divergences = 0;
+    for ((p, g), w) in prompts.iter().zip(got).zip(want) {
+        let Some(i) = g.iter().zip(w).position(|(a, b)| a != b) else {
+            assert_eq!(g.len(), w.len(), "{p:?}: lengths differ");
+            continue;
+        };
+        divergences += 1;
+        let mut ctx = b.tokenize(p, true, false).unwrap();
+        ctx.extend_from_slice(&w[..i]);
+        let row = b.next_token_logprobs(&ctx, None).unwrap();
+        let (lw, lg) = (row[w[i] as usize], row[g[i] as usize]);
+        let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        assert!(
+            (lw - lg).abs() < NEAR_TIE && best - lw.min(lg) < NEAR_TIE,
+            "{p:?}: diverged at token {i} ({} vs {}) where the log-probs are {lw:.4} / {lg:.4} (best {best:.4}): not a near-tie",
+            w[i],
+            g[i]
+        );
+    }
+    divergences
+}
+
 #[test]
 fn batched_equals_sequential_greedy() {
     let Some(b) = backend(QWEN) else { return };
-    let prompts = ["The sky is", "def add(a, b):", "Столица России —", "SELECT * FROM"];
+    let prompts = ["The sky is", "def add(a, b):", "Столица России —", "SELECT * FROM", "Привет! Как дела?"];
     let reqs: Vec<GenerateRequest> =
         prompts.iter().map(|p| GenerateRequest::text(*p).with_max_tokens(12)).collect();
     let sequential: Vec<_> = reqs.iter().map(|r| b.generate(r, None).unwrap().tokens).collect();
+    // Sequential decoding is itself deterministic.
+    let again: Vec<_> = reqs.iter().map(|r| b.generate(r, None).unwrap().tokens).collect();
+    assert_eq!(again, sequential);
     let batched: Vec<_> = b.generate_batch(&reqs).into_iter().map(|r| r.unwrap().tokens).collect();
-    assert_eq!(batched, sequential);
+    let d1 = assert_same_up_to_near_ties(&b, &prompts, &batched, &sequential);
     // And concurrently from threads.
     let threads: Vec<_> = reqs
         .iter()
@@ -273,7 +326,9 @@ fn batched_equals_sequential_greedy() {
         })
         .collect();
     let concurrent: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    assert_eq!(concurrent, sequential);
+    let d2 = assert_same_up_to_near_ties(&b, &prompts, &concurrent, &sequential);
+    // Most sequences must match outright: a kernel bug would make every one differ.
+    assert!(d1 + d2 <= prompts.len(), "{d1} + {d2} divergences out of {} sequences", 2 * prompts.len());
 }
 
 #[test]
