@@ -21,7 +21,6 @@ use std::path::PathBuf;
 and LoRA fine-tuning, and measure the three side by side. Everything runs on your machine.\n\n\
 Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad input.\n\
 Configuration: defaults < TOML file (--config or $TRIDENT_HOME/config.toml) < TRIDENT_* environment < flags.",
-    propagate_version = true,
     arg_required_else_help = true
 )]
 pub struct Cli {

@@ -19,8 +19,9 @@ fn subcommands(help: &str) -> Vec<String> {
             }
             if let Some(name) = line.split_whitespace().next()
                 && name != "help"
+                // A name sits at exactly two spaces; deeper lines continue a description.
                 && line.starts_with("  ")
-                && !line.starts_with("          ")
+                && !line[2..].starts_with(' ')
             {
                 out.push(name.to_string());
             }

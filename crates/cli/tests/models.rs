@@ -34,7 +34,11 @@ fn write_wheel(dir: &Path, package: &str, version: &str, member: &str, data: &[u
     z.start_file(member, o).unwrap();
     z.write_all(data).unwrap();
     z.start_file(format!("{dist}-{version}.dist-info/METADATA"), o).unwrap();
-    z.write_all(format!("Name: {package}\nVersion: {version}\n").as_bytes()).unwrap();
+    z.write_all(format!("Metadata-Version: 2.1\nName: {package}\nVersion: {version}\n").as_bytes()).unwrap();
+    // pip checks a wheel's WHEEL file (and RECORD) before accepting it.
+    z.start_file(format!("{dist}-{version}.dist-info/WHEEL"), o).unwrap();
+    z.write_all(b"Wheel-Version: 1.0\nGenerator: trident-tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n").unwrap();
+    z.start_file(format!("{dist}-{version}.dist-info/RECORD"), o).unwrap();
     z.finish().unwrap();
 }
 

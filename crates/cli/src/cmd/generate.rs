@@ -71,7 +71,8 @@ pub struct SamplingArgs {
     /// Stop sequence (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
-    /// LoRA adapter: NAME_OR_PATH[:SCALE] (a GGUF-LoRA file or a registered adapter).
+    /// LoRA adapter: NAME[@VERSION][:SCALE] of a stored adapter (`trident lora list`), or a
+    /// GGUF-LoRA file path[:SCALE].
     #[arg(long)]
     pub adapter: Option<String>,
 }
@@ -145,6 +146,7 @@ pub(crate) fn load_model(args: &ModelArgs, n_seq: usize, ctx: &Context) -> anyho
         threads: args.threads.unwrap_or(ctx.config.engine.threads),
         n_batch: ctx.config.engine.batch.max(1) as usize,
         gpu_layers: if ctx.config.engine.gpu_layers == 0 { u32::MAX } else { ctx.config.engine.gpu_layers },
+        ..LlamaConfig::default()
     };
     LlamaBackend::load(&path, &cfg).map_err(bad).with_context(|| format!("loading {}", path.display()))
 }
@@ -185,19 +187,13 @@ impl SamplingArgs {
         Ok(p)
     }
 
-    /// Loads the `--adapter` (if any) into the backend and returns its reference.
-    pub(crate) fn adapter(&self, backend: &LlamaBackend) -> anyhow::Result<Option<AdapterRef>> {
-        let Some(spec) = &self.adapter else { return Ok(None) };
-        let (name, scale) = match spec.rsplit_once(':') {
-            Some((n, s)) if s.parse::<f32>().is_ok() => (n.to_string(), s.parse::<f32>().unwrap_or(1.0)),
-            _ => (spec.clone(), 1.0),
-        };
-        let path = PathBuf::from(&name);
-        if !path.exists() {
-            return Err(crate::bad_input!("adapter file not found: {name}"));
+    /// Loads the `--adapter` (if any) into the backend and returns its reference (see
+    /// [`super::lora::load_adapter_into`]).
+    pub(crate) fn adapter(&self, backend: &LlamaBackend, ctx: &Context) -> anyhow::Result<Option<AdapterRef>> {
+        match &self.adapter {
+            Some(spec) => Ok(Some(super::lora::load_adapter_into(backend, spec, ctx)?)),
+            None => Ok(None),
         }
-        backend.load_adapter(&name, &path).map_err(bad)?;
-        Ok(Some(AdapterRef::new(name, scale)))
     }
 
     /// Fills a request's sampling, limits, stops and adapter.
@@ -228,7 +224,7 @@ pub fn run(args: GenerateArgs, ctx: &Context) -> anyhow::Result<()> {
         return Err(crate::bad_input!("the prompt is empty"));
     }
     let backend = load_model(&args.model, 1, ctx)?;
-    let adapter = args.sampling.adapter(&backend)?;
+    let adapter = args.sampling.adapter(&backend, ctx)?;
     let mut req = GenerateRequest::text(prompt);
     args.sampling.apply(&mut req, adapter, ctx)?;
     req.logprobs = args.logprobs;
