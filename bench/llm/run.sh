@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# LLM inference benchmark: `trident bench llm` against llama.cpp's own tools, same GGUF, same
+# threads, same CPU flags, in one run; prints and saves the ratios.
+#
+#   bench/llm/run.sh [MODEL...]        (default: qwen gemma; a name or a GGUF path)
+#
+# Environment: THREADS (default: all cores), ROUNDS (alternating rounds, default 2),
+# BENCH_RUSTFLAGS (default: scripts/cpu-rustflags), TRIDENT_HOME (where `trident models fetch`
+# put the models).
+#
+# The peer is llama.cpp's own C++ tools, built from the llama.cpp that the `llama-cpp-python`
+# sdist on PyPI vendors (PEER_VERSION, default 0.3.36 — the peer of the issue's baseline), with
+# the same -march and GGML_* options as our build: `llama-bench` for prefill (pp512) / decode
+# (tg128) and for a cold 1,010-token prompt (time to first token without prefix reuse), and
+# `llama-batched-bench` for 8 concurrent sequences (llama-cpp-python's own server would serialise
+# 8 requests, which would flatter us; llama-cpp-sys-2 vendors no tool sources).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+THREADS=${THREADS:-$(nproc)}
+ROUNDS=${ROUNDS:-2}
+FLAGS=${BENCH_RUSTFLAGS:-$(scripts/cpu-rustflags)}
+WORK=$ROOT/bench/work/llm
+mkdir -p "$WORK" bench/results
+MODELS=("$@")
+[ ${#MODELS[@]} -eq 0 ] && MODELS=(qwen gemma)
+
+# 1. Trident, release build with the bench flags (its own target dir, so CI's stays untouched).
+tag=$(echo "$FLAGS" | sha256sum | cut -c1-8)
+export CARGO_TARGET_DIR=$ROOT/target/bench-$tag
+echo "== building trident (release, RUSTFLAGS='$FLAGS') in $CARGO_TARGET_DIR" >&2
+RUSTFLAGS="$FLAGS" cargo build --release -q -p trident-cli
+TRIDENT=$CARGO_TARGET_DIR/release/trident
+
+# 2. The peer: llama.cpp tools from the llama-cpp-python sdist, same -march and ISA options.
+PEER_VERSION=${PEER_VERSION:-0.3.36}
+sdist=$WORK/llama_cpp_python-$PEER_VERSION.tar.gz
+if [ ! -f "$sdist" ]; then
+  echo "== downloading llama-cpp-python $PEER_VERSION (sdist) from PyPI" >&2
+  pip download "llama-cpp-python==$PEER_VERSION" --no-binary llama-cpp-python --no-deps -d "$WORK" -q
+fi
+src=$WORK/llama_cpp_python-$PEER_VERSION/vendor/llama.cpp
+[ -d "$src" ] || tar xzf "$sdist" -C "$WORK"
+march=$(echo "$FLAGS" | sed -n 's/.*target-cpu=\([^ ]*\).*/\1/p')
+cm=(-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON)
+[[ $FLAGS == *avx512vnni* ]] && cm+=(-DGGML_AVX512_VNNI=ON)
+[[ $FLAGS == *avx512bf16* ]] && cm+=(-DGGML_AVX512_BF16=ON)
+[[ $FLAGS == *avx512vbmi* ]] && cm+=(-DGGML_AVX512_VBMI=ON)
+[[ $FLAGS == *avxvnni* ]] && cm+=(-DGGML_AVX_VNNI=ON)
+[[ $march == x86-64-v4 ]] && cm+=(-DGGML_AVX512=ON)
+PEER=$WORK/llama.cpp-$tag
+if [ ! -x "$PEER/bin/llama-bench" ] || [ ! -x "$PEER/bin/llama-batched-bench" ]; then
+  echo "== building llama.cpp tools from $src (-march=$march)" >&2
+  cmake -S "$src" -B "$PEER" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+    -DCMAKE_C_FLAGS="-march=$march" -DCMAKE_CXX_FLAGS="-march=$march" "${cm[@]}" \
+    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_BUILD_TOOLS=ON >"$WORK/cmake.log" 2>&1
+  cmake --build "$PEER" -j "$(nproc)" --target llama-bench llama-batched-bench >>"$WORK/cmake.log" 2>&1
+fi
+
+resolve() { # a catalogue name or a path -> a GGUF path
+  case "$1" in *.gguf) echo "$1" ;; *) "$TRIDENT" models list --json | python3 -c \
+    'import json,sys; n=sys.argv[1]; print([m["path"] for m in json.load(sys.stdin) if m["name"]==n or m.get("short")==n][0])' "$1" ;; esac
+}
+
+stamp=$(date -u +%Y-%m-%dT%H%MZ)
+out=bench/results/llm-$stamp.json
+echo "[" >"$out"
+first=1
+for m in "${MODELS[@]}"; do
+  gguf=$(resolve "$m")
+  for r in $(seq 1 "$ROUNDS"); do
+    echo "== $m round $r: llama.cpp" >&2
+    pd=$("$PEER/bin/llama-bench" -m "$gguf" -t "$THREADS" -p 512 -n 128 -r 3 -o json 2>/dev/null)
+    cold=$("$PEER/bin/llama-bench" -m "$gguf" -t "$THREADS" -p 1010 -n 0 -r 3 -o json 2>/dev/null)
+    agg=$("$PEER/bin/llama-batched-bench" -m "$gguf" -t "$THREADS" -tb "$THREADS" -c $((8 * 200)) -b 512 -ub 512 \
+      -npp 64 -ntg 128 -npl 8 --output-format jsonl 2>/dev/null | grep '^{' | tail -1)
+    echo "== $m round $r: trident" >&2
+    ours=$("$TRIDENT" bench llm --json --model "$gguf" --threads "$THREADS" --runs 3)
+    [ $first = 1 ] || echo "," >>"$out"
+    first=0
+    python3 - "$m" "$r" "$pd" "$cold" "$agg" "$ours" >>"$out" <<'EOF'
+import json, sys
+name, rnd, pd, cold, agg, ours = sys.argv[1:]
+pd, cold, agg, ours = json.loads(pd), json.loads(cold), json.loads(agg), json.loads(ours)
+pp = next(x for x in pd if x["n_prompt"] == 512)["avg_ts"]
+tg = next(x for x in pd if x["n_gen"] == 128)["avg_ts"]
+cold_ms = 1000.0 * 1010 / cold[0]["avg_ts"]
+peer_agg = agg["pl"] * agg["tg"] / agg["t"]
+m = ours["median"]
+print(json.dumps({
+  "model": name, "round": int(rnd), "threads": ours["threads"],
+  "peer": {"prefill_tok_s": pp, "decode_tok_s": tg, "ttft_cold_1000_ms": cold_ms, "aggregate8_tok_s": peer_agg},
+  "trident": m, "trident_peak_rss_mib": ours["peak_rss_mib"],
+  "ratios": {
+    "prefill": m["prefill_tok_s"] / pp,
+    "decode": m["decode_tok_s"] / tg,
+    "ttft_cached_vs_peer_cold": m["ttft_cached_prefix_ms"] / cold_ms,
+    "aggregate8": m["aggregate_tok_s"] / peer_agg,
+  },
+}))
+EOF
+  done
+done
+echo "]" >>"$out"
+python3 - "$out" <<'EOF'
+import json, statistics, sys
+rows = json.load(open(sys.argv[1]))
+print("| model | prefill tok/s trident / llama.cpp (ratio) | decode tok/s (ratio) | TTFT cached 1k prefix vs llama.cpp cold (ratio) | 8-stream tok/s (ratio) | trident peak RSS |")
+print("|---|---|---|---|---|---|")
+for name in dict.fromkeys(r["model"] for r in rows):
+    rs = [r for r in rows if r["model"] == name]
+    med = lambda f: statistics.median(f(r) for r in rs)
+    print(f"| {name} | {med(lambda r: r['trident']['prefill_tok_s']):.1f} / {med(lambda r: r['peer']['prefill_tok_s']):.1f} (**{med(lambda r: r['ratios']['prefill']):.2f}×**) "
+          f"| {med(lambda r: r['trident']['decode_tok_s']):.2f} / {med(lambda r: r['peer']['decode_tok_s']):.2f} (**{med(lambda r: r['ratios']['decode']):.2f}×**) "
+          f"| {med(lambda r: r['trident']['ttft_cached_prefix_ms']):.0f} ms / {med(lambda r: r['peer']['ttft_cold_1000_ms']):.0f} ms (**{med(lambda r: r['ratios']['ttft_cached_vs_peer_cold']):.2f}×**) "
+          f"| {med(lambda r: r['trident']['aggregate_tok_s']):.1f} / {med(lambda r: r['peer']['aggregate8_tok_s']):.1f} (**{med(lambda r: r['ratios']['aggregate8']):.2f}×**) "
+          f"| {med(lambda r: r['trident_peak_rss_mib']):.0f} MiB |")
+print(f"\n(medians over {len(rows)//max(1,len(set(r['model'] for r in rows)))} alternating rounds; raw: {sys.argv[1]})")
+EOF
