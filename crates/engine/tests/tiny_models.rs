@@ -214,3 +214,37 @@ fn lora_adapters_per_request_without_reloading() {
     assert!(b.load_adapter("model", &path).is_err());
     assert!(LlamaBackend::load(&a1, &LlamaConfig::default()).is_err());
 }
+
+#[test]
+fn score_agrees_with_next_token_distribution() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, path) = tiny(Family::Llama, dir.path());
+    let b = load(&path, 2);
+    let tokens = b.tokenize("one two three four five six", true, false).unwrap();
+    let scored = b.score(&tokens, 5, None).unwrap();
+    assert_eq!(scored.len(), tokens.len());
+    for (i, s) in scored.iter().enumerate() {
+        assert_eq!(s.position, i);
+        assert_eq!(s.top.len(), 5);
+        assert!(s.top.windows(2).all(|w| w[0].logprob >= w[1].logprob));
+        // The log-prob of the token that really follows, from the same row.
+        match tokens.get(i + 1) {
+            Some(&next) => {
+                let lp = s.next_logprob.expect("a next token");
+                assert!(lp <= 0.0);
+                if let Some(t) = s.top.iter().find(|t| t.token == next) {
+                    assert!((t.logprob - lp).abs() < 1e-5);
+                }
+            }
+            None => assert!(s.next_logprob.is_none()),
+        }
+        // Position by position, the incremental distribution picks the same best token with
+        // (nearly) the same log-prob: one pass and many passes compute the same model.
+        let row = b.next_token_logprobs(&tokens[..=i], None).unwrap();
+        let best = trident_engine::sampling::argmax(&row).unwrap();
+        assert!((row[best as usize] - s.top[0].logprob).abs() < 1e-2, "position {i}");
+    }
+    assert!(b.score(&[], 5, None).is_err());
+    let over: Vec<u32> = std::iter::repeat_n(tokens[1], 300).collect();
+    assert!(matches!(b.score(&over, 1, None), Err(EngineError::ContextOverflow { .. })));
+}
