@@ -4,13 +4,28 @@
 //!   every row (file, line, field), anonymise personal data with `trident_guard::pii`,
 //!   deduplicate, report category balance and split train/held-out deterministically.
 //!
-//! Training (`train`), adapters (`adapter`) and evaluation (`eval`) modules are added next to
-//! `data` and share [`LoraError`].
+//! - [`train`]: `trident lora train` — LoRA on a frozen quantized base ([`trident_nn`]), with
+//!   the engine's own tokenizer and chat template, AdamW, warm-up + cosine, clipping,
+//!   accumulation, held-out loss, early stopping, checkpoints and exact resume.
+//! - [`adapter`]: adapters in the PEFT layout under `$TRIDENT_HOME/adapters/NAME/vN/`,
+//!   versions, import, GGUF-LoRA export, checks against a base, and
+//!   [`adapter::resolve_adapter`] for inference.
+//! - [`eval`]: `trident lora eval` — held-out loss/perplexity through the engine and generation
+//!   metrics (exact match, token F1, chrF, JSON validity and key set), side by side.
+//! - [`plot`]: loss curves as CSV and SVG.
+//! - [`tokens`]: conversation → tokens + answer-token mask through the engine's tokenizer and
+//!   chat template (shared by training and evaluation).
+//!
+//! All modules share [`LoraError`].
 
+pub mod adapter;
 pub mod data;
-// pub mod train;
-// pub mod adapter;
-// pub mod eval;
+pub mod eval;
+pub mod plot;
+pub mod tokens;
+pub mod train;
+
+pub use trident_nn::LoraTarget;
 
 use std::path::PathBuf;
 
@@ -72,6 +87,65 @@ pub enum LoraError {
     /// A personal-data option is invalid.
     #[error(transparent)]
     Guard(#[from] trident_guard::GuardError),
+    /// An adapter directory or file is missing, truncated or inconsistent.
+    #[error("adapter {path}: {reason}")]
+    BadAdapter {
+        /// The adapter directory or file.
+        path: PathBuf,
+        /// What is wrong (names the file, tensor or field).
+        reason: String,
+    },
+    /// An adapter does not fit the base model it is used with.
+    #[error("adapter {adapter} does not fit base model {base}: {reason}")]
+    WrongBase {
+        /// The adapter (name@version or path).
+        adapter: String,
+        /// The base model file.
+        base: PathBuf,
+        /// Which check failed (hash, architecture, tensor shape).
+        reason: String,
+    },
+    /// No adapter of that name/version is stored.
+    #[error("no adapter {spec} (stored: {known})")]
+    UnknownAdapter {
+        /// What was asked for.
+        spec: String,
+        /// What exists, comma-separated (or `none`).
+        known: String,
+    },
+    /// A training run cannot start or continue (e.g. a different run of the same name holds
+    /// a checkpoint).
+    #[error("training {name}: {reason}")]
+    Training {
+        /// The adapter name being trained.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A dataset sample cannot be turned into training tokens.
+    #[error("{path}: sample {id} (line {line}): {reason}")]
+    BadSample {
+        /// The dataset file.
+        path: PathBuf,
+        /// The sample id.
+        id: String,
+        /// Its source line.
+        line: usize,
+        /// Why.
+        reason: String,
+    },
+    /// The training model code failed (bad model file, bad LoRA configuration, tensor error).
+    #[error(transparent)]
+    Nn(#[from] trident_nn::NnError),
+    /// The inference engine failed (tokenizer, template, generation, scoring).
+    #[error(transparent)]
+    Engine(#[from] trident_engine::EngineError),
+    /// A GGUF file could not be read or written.
+    #[error(transparent)]
+    Gguf(#[from] trident_gguf::GgufError),
+    /// A tensor operation failed (an internal error, not the input's fault).
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
 }
 
 impl LoraError {
@@ -85,7 +159,15 @@ impl LoraError {
             ),
             LoraError::Unparseable { .. } | LoraError::BadOption { .. } | LoraError::OutDir { .. } => true,
             LoraError::Guard(e) => e.is_user_error(),
-            LoraError::Write { .. } | LoraError::Serialize { .. } => false,
+            LoraError::BadAdapter { .. }
+            | LoraError::WrongBase { .. }
+            | LoraError::UnknownAdapter { .. }
+            | LoraError::Training { .. }
+            | LoraError::BadSample { .. } => true,
+            LoraError::Nn(e) => e.is_user_error(),
+            LoraError::Engine(e) => e.is_user_error(),
+            LoraError::Gguf(e) => e.is_user_error(),
+            LoraError::Write { .. } | LoraError::Serialize { .. } | LoraError::Tensor(_) => false,
         }
     }
 }

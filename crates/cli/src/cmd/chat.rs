@@ -27,7 +27,7 @@ fn fresh_history(system: &Option<String>) -> Vec<ChatMessage> {
 /// Runs `trident chat`.
 pub fn run(args: ChatArgs, ctx: &Context) -> anyhow::Result<()> {
     let backend = load_model(&args.model, 1, ctx)?;
-    let adapter = args.sampling.adapter(&backend)?;
+    let adapter = args.sampling.adapter(&backend, ctx)?;
     let mut template_req = GenerateRequest::default();
     args.sampling.apply(&mut template_req, adapter, ctx)?;
     let interactive = std::io::stdin().is_terminal();
