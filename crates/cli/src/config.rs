@@ -85,7 +85,8 @@ impl Default for RagConfig {
             chunk_max_tokens: 1200,
             chunk_overlap_tokens: 100,
             k: 5,
-            refusal_threshold: 0.5,
+            // Calibrated on the relevance scale of trident-rag (see bench/rag.md).
+            refusal_threshold: f64::from(trident_rag::answer::DEFAULT_REFUSAL_THRESHOLD),
         }
     }
 }

@@ -1,29 +1,34 @@
 //! A knowledge base on disk: `kb.db` (SQLite: files, document versions, chunks, groups,
-//! vectors) in the KB's folder; ingestion, sync and ACL-filtered hybrid retrieval.
+//! vectors — the record of truth) and `index/` (the retrieval index, by default
+//! `trident-search`'s tantivy BM25 + HNSW hybrid, behind [`RetrievalIndex`]) in the KB's
+//! folder; ingestion, sync and ACL-filtered hybrid retrieval.
 //!
 //! **Write order (crash safety).** Each file is read, parsed, chunked and embedded first,
-//! outside any transaction; then its version, chunks, groups and the file's sync record are
-//! written in *one* SQLite transaction. A `kill -9` therefore loses at most the file being
-//! written, whose sync record is absent, so the next `ingest`/`sync` redoes exactly that file.
-//! Chunk ids are derived from (document, version, position, text), so the resumed run reaches
-//! the same final state as an uninterrupted one. Chunks carry an `indexed` flag for an external
-//! index (trident-search): it is set only after that index commits, and chunks still unflagged
-//! are re-added at the start of every run.
+//! outside any transaction; then its version, chunks, groups, the file's sync record and an
+//! "index pending" marker for the document are written in *one* SQLite transaction. The
+//! document is then rewritten as a whole in the retrieval index, and only after that index
+//! commits are the marker cleared and the chunks flagged `indexed`. A `kill -9` therefore loses
+//! at most the file being written (its sync record is absent, so the next run redoes exactly
+//! that file) or leaves a marker, and every open re-indexes the marked documents. Chunk ids are
+//! derived from (document, version, position, text), so the resumed run reaches the same final
+//! state as an uninterrupted one.
 //!
-//! **Access groups** are applied in the SQL that selects candidate chunks; term statistics,
-//! scores and evidence are computed over the asker's visible chunks only, so an unreadable
-//! chunk never leaves the store, is never counted and never shifts a score.
+//! **Access groups** are part of every index query and applied inside both retrievers (BM25
+//! and vectors); term statistics for the evidence score are counted over the asker's readable
+//! chunks only, so an unreadable chunk never leaves the store, is never counted and never
+//! shifts a score.
 
 use crate::access::AccessMap;
 use crate::chunk::{ChunkConfig, chunk_blocks};
 use crate::embed::{Embedder, EmbedderTokens, dot};
+use crate::index::{DocChunks, EmbeddedIndex, RetrievalIndex};
 use crate::parse::{self, Limits};
-use crate::text::{detect_lang, terms};
+use crate::text::{TokenCounter, detect_lang, index_terms};
 use crate::{RagError, Result};
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -96,6 +101,12 @@ pub struct IngestReport {
     pub pages: usize,
     /// Wall time in milliseconds.
     pub elapsed_ms: u128,
+    /// Time spent reading and parsing files, ms (pages/s = pages / this).
+    pub parse_ms: u128,
+    /// Time spent embedding chunks, ms (chunks/s = chunks / this).
+    pub embed_ms: u128,
+    /// Time spent writing the retrieval index, ms.
+    pub index_ms: u128,
 }
 
 impl IngestReport {
@@ -141,27 +152,33 @@ pub struct SearchRequest {
     pub lang: Option<String>,
     /// Only documents whose metadata has these key = value pairs.
     pub meta: Vec<(String, String)>,
+    /// Personal-data values never masked besides those published in everyone-readable
+    /// documents (the organisation's own contacts: values or `@domain`s).
+    pub pii_allow: Vec<String>,
 }
 
 impl SearchRequest {
     /// A request over current versions for an asker with `groups`.
     pub fn new(text: impl Into<String>, groups: Vec<String>, k: usize) -> Self {
-        Self { text: text.into(), groups, k, as_of: None, version: None, doc: None, lang: None, meta: Vec::new() }
+        Self { text: text.into(), groups, k, as_of: None, version: None, doc: None, lang: None, meta: Vec::new(), pii_allow: Vec::new() }
     }
 }
 
-/// One retrieved chunk.
+/// One retrieved chunk (its text, title and section already masked for personal data).
 #[derive(Debug, Clone, Serialize)]
 pub struct Hit {
     /// Chunk id.
     pub chunk_id: String,
-    /// Fused (reciprocal-rank) score.
+    /// Fused (reciprocal-rank) score: the ranking.
     pub score: f32,
+    /// How well the chunk answers the query, 0..1 (see [`relevance`]): compared with the
+    /// refusal threshold.
+    pub relevance: f32,
     /// Share of the query's (IDF-weighted) terms found in the chunk, 0..1.
     pub evidence: f32,
-    /// BM25 score.
+    /// BM25 score (0 when the chunk came from the vector side only).
     pub bm25: f32,
-    /// Cosine similarity with the query, when vectors exist.
+    /// Cosine similarity with the query.
     pub cosine: Option<f32>,
     /// Document id.
     pub doc_id: String,
@@ -183,6 +200,51 @@ pub struct Hit {
     pub lang: String,
     /// The chunk text.
     pub text: String,
+    /// Access groups of the chunk (kept internal: group names are not shown to askers).
+    #[serde(skip)]
+    pub groups: Vec<String>,
+    /// Kinds of personal data masked in `text` (`phone`, `passport` …).
+    pub masked: Vec<String>,
+    /// Kinds of allow-listed personal data kept in `text`.
+    #[serde(skip)]
+    pub kept: Vec<String>,
+}
+
+/// The relevance of a chunk to a query, 0..1: the lexical evidence, i.e. the IDF-weighted
+/// share of the query's content words the chunk (with its title and section) contains, the IDF
+/// counted over the asker's readable chunks only.
+///
+/// Calibration on the sample KB (`bench/rag.md`) showed the e5 cosine does not separate
+/// answerable from unanswerable questions (unrelated Russian texts score 0.72–0.86, answering
+/// passages 0.77–0.92), while the evidence does (unanswerable ≤ 0.30, answerable ≥ 0.37 except
+/// cross-language pairs); so the cosine ranks (through the fusion) but does not decide.
+pub fn relevance(evidence: f32) -> f32 {
+    evidence.clamp(0.0, 1.0)
+}
+
+fn date_to_unix(s: &str, end_of_day: bool) -> i64 {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return t.timestamp();
+    }
+    match chrono::NaiveDate::parse_from_str(s.get(..10).unwrap_or(s), "%Y-%m-%d") {
+        Ok(d) => {
+            let t = if end_of_day { d.and_hms_opt(23, 59, 59) } else { d.and_hms_opt(0, 0, 0) };
+            t.map(|t| t.and_utc().timestamp()).unwrap_or(0)
+        }
+        Err(_) => 0,
+    }
+}
+
+/// BM25's IDF of a term in `df` of `n` chunks.
+fn idf(n: u64, df: u64) -> f32 {
+    (1.0 + (n as f32 - df as f32 + 0.5) / (df as f32 + 0.5)).ln()
+}
+
+const PENDING_PREFIX: &str = "index_pending:";
+
+fn mark_pending(conn: &rusqlite::Connection, doc_id: &str) -> Result<()> {
+    store::meta_set(conn, &format!("{PENDING_PREFIX}{doc_id}"), "1")?;
+    Ok(())
 }
 
 /// A knowledge base.
@@ -190,8 +252,17 @@ pub struct KnowledgeBase {
     dir: PathBuf,
     db: trident_store::Db,
     embedder: Arc<dyn Embedder>,
+    index: Box<dyn RetrievalIndex>,
     opts: KbOptions,
+    /// Documents written to the store but not yet to the index (flushed in batches: one index
+    /// commit per batch, not per file; their pending markers cover a crash in between).
+    unflushed: BTreeSet<String>,
+    /// Per-run timings in µs (parse, embed, index), reset by each ingest/sync.
+    timing: [u128; 3],
 }
+
+/// Documents per index commit during ingestion.
+const INDEX_BATCH_DOCS: usize = 64;
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -263,7 +334,143 @@ impl KnowledgeBase {
                 store::meta_set(c, "embedder_dim", &embedder.dim().to_string())?;
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), db, embedder, opts })
+        let index = EmbeddedIndex::open(&dir.join("index"), embedder.id(), embedder.dim())?;
+        let mut kb = Self { dir: dir.to_path_buf(), db, embedder, index: Box::new(index), opts, unflushed: BTreeSet::new(), timing: [0; 3] };
+        kb.reconcile_index()?;
+        Ok(kb)
+    }
+
+    /// Like [`KnowledgeBase::open`] with another retrieval index implementation (which must
+    /// itself refuse vectors of another embedder).
+    pub fn open_with_index(dir: &Path, embedder: Arc<dyn Embedder>, index: Box<dyn RetrievalIndex>, opts: KbOptions) -> Result<Self> {
+        let mut kb = Self::open(dir, embedder, opts)?;
+        kb.index = index;
+        kb.reconcile_index()?;
+        Ok(kb)
+    }
+
+    /// The embedder's model id.
+    pub fn embedder_id(&self) -> &str {
+        self.embedder.id()
+    }
+
+    /// Re-indexes documents whose last write did not reach the retrieval index (a crash between
+    /// the SQLite commit and the index commit), and chunks never flagged as indexed.
+    fn reconcile_index(&mut self) -> Result<()> {
+        let c = self.db.conn();
+        let mut docs: BTreeSet<String> = BTreeSet::new();
+        {
+            let mut st = c.prepare("SELECT substr(key, ?1) FROM kb_meta WHERE key LIKE ?2")?;
+            let rows = st.query_map(params![PENDING_PREFIX.len() as i64 + 1, format!("{PENDING_PREFIX}%")], |r| r.get::<_, String>(0))?;
+            for r in rows {
+                docs.insert(r?);
+            }
+            let mut st = c.prepare("SELECT DISTINCT doc_id FROM kb_chunks WHERE indexed = 0")?;
+            for r in st.query_map([], |r| r.get::<_, String>(0))? {
+                docs.insert(r?);
+            }
+        }
+        // An empty index next to a filled store (index folder deleted): rebuild it all.
+        if self.index.is_empty()? {
+            let mut st = c.prepare("SELECT DISTINCT doc_id FROM kb_chunks")?;
+            for r in st.query_map([], |r| r.get::<_, String>(0))? {
+                docs.insert(r?);
+            }
+        }
+        if !docs.is_empty() {
+            tracing::info!(docs = docs.len(), "re-indexing documents after an interrupted write");
+            self.reindex_docs(&docs.into_iter().collect::<Vec<_>>())?;
+        }
+        Ok(())
+    }
+
+    /// Writes the documents changed since the last flush to the retrieval index.
+    fn flush_index(&mut self) -> Result<()> {
+        if self.unflushed.is_empty() {
+            return Ok(());
+        }
+        let docs: Vec<String> = std::mem::take(&mut self.unflushed).into_iter().collect();
+        let t = Instant::now();
+        self.reindex_docs(&docs)?;
+        self.timing[2] += t.elapsed().as_micros();
+        Ok(())
+    }
+
+    /// Rewrites `docs` in the retrieval index from the store (every version and chunk, the
+    /// current flag, groups), then clears their pending markers and flags their chunks indexed.
+    fn reindex_docs(&mut self, docs: &[String]) -> Result<()> {
+        let mut out = Vec::with_capacity(docs.len());
+        {
+            let c = self.db.conn();
+            let mut vst = c.prepare(
+                "SELECT version, label, title, source, meta, lang, valid_from, ingested_at, current FROM kb_versions WHERE doc_id = ?1 ORDER BY version",
+            )?;
+            let mut gst = c.prepare("SELECT grp FROM kb_version_groups WHERE doc_id = ?1 AND version = ?2 ORDER BY grp")?;
+            let mut cst = c.prepare("SELECT chunk_id, text, section, page, vector FROM kb_chunks WHERE doc_id = ?1 AND version = ?2 ORDER BY ord")?;
+            for doc in docs {
+                let mut chunks = Vec::new();
+                let mut current = None;
+                let versions: Vec<(i64, Option<String>, String, String, String, String, String, String, bool)> = vst
+                    .query_map([doc], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get::<_, i64>(8)? != 0)))?
+                    .collect::<rusqlite::Result<_>>()?;
+                for (version, label, title, source, meta, lang, valid_from, ingested_at, is_current) in versions {
+                    if is_current {
+                        current = Some(version as u32);
+                    }
+                    let groups: Vec<String> = gst.query_map(params![doc, version], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+                    let mut metadata: BTreeMap<String, String> = BTreeMap::new();
+                    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&meta) {
+                        for (k, v) in m {
+                            let v = match v {
+                                serde_json::Value::String(s) => s,
+                                serde_json::Value::Number(n) => n.to_string(),
+                                serde_json::Value::Bool(b) => b.to_string(),
+                                _ => continue,
+                            };
+                            // The index forbids U+001F in metadata (its key/value separator).
+                            if !k.contains('\u{1f}') && !v.contains('\u{1f}') {
+                                metadata.insert(k, v);
+                            }
+                        }
+                    }
+                    metadata.insert("lang".into(), lang.clone());
+                    metadata.insert("source".into(), source.clone());
+                    if let Some(l) = &label {
+                        metadata.insert("version_label".into(), l.clone());
+                    }
+                    let rows: Vec<(String, String, String, Option<i64>, Option<Vec<u8>>)> =
+                        cst.query_map(params![doc, version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<_>>()?;
+                    for (chunk_id, text, section, _page, blob) in rows {
+                        let Some(blob) = blob else { continue };
+                        let vector = store::blob_to_vec(&blob)?;
+                        // Title and section are searchable too: a chunk of «Тарифы 2026» matches «тариф».
+                        let indexed_text = if section.is_empty() { format!("{title}\n{text}") } else { format!("{title}\n{section}\n{text}") };
+                        chunks.push(trident_search::IndexChunk {
+                            chunk_id,
+                            doc_id: doc.clone(),
+                            version: version as u32,
+                            current: is_current,
+                            text: indexed_text,
+                            vector,
+                            groups: groups.clone(),
+                            lang: lang.clone(),
+                            valid_from: date_to_unix(&valid_from, false),
+                            ingested_at: date_to_unix(&ingested_at, false),
+                            metadata: metadata.clone(),
+                        });
+                    }
+                }
+                out.push(DocChunks { doc_id: doc.clone(), chunks, current });
+            }
+        }
+        self.index.replace_docs(&out)?;
+        let tx = self.db.conn_mut().transaction()?;
+        for d in docs {
+            tx.execute("DELETE FROM kb_meta WHERE key = ?1", [format!("{PENDING_PREFIX}{d}")])?;
+            tx.execute("UPDATE kb_chunks SET indexed = 1 WHERE doc_id = ?1", [d])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// The KB's embedder id as recorded in an existing KB folder (None when it has none yet).
@@ -328,6 +535,7 @@ impl KnowledgeBase {
 
     fn sync_specs(&mut self, specs: &[SourceSpec], progress: &mut dyn FnMut(Progress)) -> Result<IngestReport> {
         let t0 = Instant::now();
+        self.timing = [0; 3];
         let mut report = IngestReport::default();
         // Files per root (a missing root is reported, and nothing under it is deleted).
         let mut work: Vec<(PathBuf, PathBuf, &SourceSpec)> = Vec::new();
@@ -358,8 +566,13 @@ impl KnowledgeBase {
             let p = Path::new(&f.path);
             if !seen.contains(&f.path) && roots_ok.iter().any(|r| p.starts_with(r)) {
                 let tx = self.db.conn_mut().transaction()?;
-                store::delete_source(&tx, &f.path)?;
+                let (_, docs) = store::delete_source(&tx, &f.path)?;
+                for d in &docs {
+                    mark_pending(&tx, d)?;
+                }
                 tx.commit()?;
+                self.unflushed.extend(docs);
+                self.flush_index()?;
                 let r = FileReport { path: f.path.clone(), status: FileStatus::Removed, doc_id: Some(f.doc_id), version: None, chunks: 0, reason: None };
                 report.files.push(r.clone());
                 progress(Progress::File { report: r, chunks_total: report.chunks });
@@ -380,9 +593,14 @@ impl KnowledgeBase {
             };
             report.chunks += r.chunks;
             report.files.push(r.clone());
+            if self.unflushed.len() >= INDEX_BATCH_DOCS {
+                self.flush_index()?;
+            }
             progress(Progress::File { report: r, chunks_total: report.chunks });
         }
+        self.flush_index()?;
         report.elapsed_ms = t0.elapsed().as_millis();
+        [report.parse_ms, report.embed_ms, report.index_ms] = self.timing.map(|us| us / 1000);
         Ok(report)
     }
 
@@ -416,10 +634,12 @@ impl KnowledgeBase {
         if size > self.opts.limits.max_file_bytes {
             return Err(RagError::TooLarge { path: path.to_path_buf(), size, limit: self.opts.limits.max_file_bytes });
         }
+        let t_parse = Instant::now();
         let bytes = std::fs::read(path).map_err(|source| RagError::Io { path: path.to_path_buf(), source })?;
         let hash = sha256_hex(&bytes);
         let existing = store::file_get(self.db.conn(), &path_s)?;
         let doc = parse::parse_bytes(path, &bytes, &self.opts.limits);
+        self.timing[0] += t_parse.elapsed().as_micros();
         if let Some(ex) = &existing {
             if ex.content_hash == hash {
                 // Unchanged content; access groups may still have changed.
@@ -437,7 +657,9 @@ impl KnowledgeBase {
                             params![ex.doc_id, path_s, g],
                         )?;
                     }
+                    mark_pending(&tx, &ex.doc_id)?;
                     tx.commit()?;
+                    self.unflushed.insert(ex.doc_id.clone());
                     return Ok(FileReport { path: path_s, status: FileStatus::GroupsUpdated, doc_id: Some(ex.doc_id.clone()), version: Some(ex.version), chunks: 0, reason: None });
                 }
                 return Ok(FileReport { path: path_s, status: FileStatus::Unchanged, doc_id: Some(ex.doc_id.clone()), version: Some(ex.version), chunks: 0, reason: None });
@@ -462,24 +684,31 @@ impl KnowledgeBase {
         let lang = detect_lang(&all_text).to_string();
         // Chunk and embed before touching the database.
         let counter = EmbedderTokens(self.embedder.as_ref());
-        let reserved = self.embedder.count_tokens(&title) + 8;
+        let reserved = EmbedderTokens(self.embedder.as_ref()).count_tokens(&title) + 8;
         let cfg = self.opts.chunk.fit_window(self.embedder.max_tokens(), reserved);
         let chunks = chunk_blocks(&doc.blocks, &cfg, &counter);
         let embed_texts: Vec<String> = chunks.iter().map(|c| format!("{title}\n{}", c.text)).collect();
+        let t_embed = Instant::now();
         let mut vectors = Vec::with_capacity(chunks.len());
-        for batch in embed_texts.chunks(16) {
+        for batch in embed_texts.chunks(64) {
             let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-            let vs = self.embedder.embed_passages(&refs)?;
+            let vs = self.embedder.embed_passages(&refs).map_err(|e| RagError::Embed(format!("{}: {e}", path.display())))?;
             if vs.len() != refs.len() || vs.iter().any(|v| v.len() != self.embedder.dim()) {
                 return Err(RagError::Embed(format!("{} returned a wrong number or size of vectors", self.embedder.id())));
             }
             vectors.extend(vs);
         }
+        self.timing[1] += t_embed.elapsed().as_micros();
         let tx = self.db.conn_mut().transaction()?;
+        let mut touched = vec![doc_id.clone()];
         if let Some(ex) = &existing {
             if ex.doc_id != doc_id {
-                store::delete_source(&tx, &path_s)?;
+                let (_, docs) = store::delete_source(&tx, &path_s)?;
+                touched.extend(docs);
             }
+        }
+        for d in &touched {
+            mark_pending(&tx, d)?;
         }
         let version = store::next_version(&tx, &doc_id)?;
         let mut vmeta = serde_json::Value::Object(meta.clone());
@@ -527,19 +756,17 @@ impl KnowledgeBase {
                 },
             )?;
         }
-        // No external index yet: the SQLite store is the index, so chunks are indexed on commit.
-        tx.execute("UPDATE kb_chunks SET indexed = 1 WHERE doc_id = ?1 AND version = ?2", params![doc_id, version])?;
         store::recompute_current(&tx, &doc_id)?;
         store::upsert_file(&tx, &store::FileRecord { path: path_s.clone(), content_hash: hash, doc_id: doc_id.clone(), version, ingested_at })?;
         tx.commit()?;
+        self.unflushed.extend(touched);
         tracing::info!(file = %path_s, doc = %doc_id, version, chunks = chunks.len(), "ingested");
         let reason = (!doc.notes.is_empty()).then(|| doc.notes.join("; "));
         Ok(FileReport { path: path_s, status: FileStatus::Added, doc_id: Some(doc_id), version: Some(version), chunks: chunks.len(), reason })
     }
 
-    /// Hybrid search (BM25 + vectors, reciprocal-rank fusion) over the chunks the asker may
-    /// read, in the versions asked for (current by default).
-    pub fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {
+    /// The index query for `req` (groups, versions, filters; no text or vector yet).
+    fn index_query(&self, req: &SearchRequest) -> Result<trident_search::SearchQuery> {
         let mut groups: Vec<String> = req.groups.clone();
         for g in &groups {
             crate::access::validate_group(g).map_err(RagError::BadInput)?;
@@ -547,140 +774,122 @@ impl KnowledgeBase {
         if !groups.iter().any(|g| g == "*") {
             groups.push("*".into());
         }
-        let groups_json = serde_json::to_string(&groups).map_err(|e| RagError::BadInput(e.to_string()))?;
-        let mut sql = String::from(
-            "SELECT c.chunk_id, c.text, c.section, c.page, c.vector, v.doc_id, v.version, v.label, v.current, v.title, v.source, v.lang
-             FROM kb_chunks c JOIN kb_versions v ON v.doc_id = c.doc_id AND v.version = c.version
-             WHERE EXISTS (SELECT 1 FROM kb_version_groups g WHERE g.doc_id = v.doc_id AND g.version = v.version
-                           AND g.grp IN (SELECT value FROM json_each(?1)))",
-        );
-        let mut args: Vec<rusqlite::types::Value> = vec![groups_json.into()];
-        if let Some(n) = req.version {
-            args.push(n.into());
-            sql.push_str(&format!(" AND v.version = ?{}", args.len()));
+        let version = if let Some(n) = req.version {
+            let n = u32::try_from(n).map_err(|_| RagError::BadInput(format!("--version {n}: expected a positive version number")))?;
+            trident_search::VersionFilter::Version(req.doc.clone(), n)
         } else if let Some(d) = &req.as_of {
-            let end = if d.len() == 10 { format!("{d}T23:59:59Z") } else { d.clone() };
-            args.push(end.into());
-            sql.push_str(&format!(
-                " AND v.version = (SELECT v2.version FROM kb_versions v2 WHERE v2.doc_id = v.doc_id AND v2.valid_from <= ?{n}
-                   ORDER BY v2.valid_from DESC, v2.version DESC LIMIT 1)",
-                n = args.len()
-            ));
+            trident_search::VersionFilter::AsOf(date_to_unix(d, true))
         } else {
-            sql.push_str(" AND v.current = 1");
+            trident_search::VersionFilter::CurrentOnly
+        };
+        let mut metadata: BTreeMap<String, String> = req.meta.iter().cloned().collect();
+        if let Some(l) = &req.lang {
+            metadata.insert("lang".into(), l.clone());
         }
-        if let Some(doc) = &req.doc {
-            args.push(doc.clone().into());
-            sql.push_str(&format!(" AND v.doc_id = ?{}", args.len()));
+        let mut q = trident_search::SearchQuery { text: String::new(), vector: None, groups, version, metadata, k: req.k };
+        if req.doc.is_some() && req.version.is_none() {
+            // The index filters by document only together with a version number; otherwise the
+            // hits are narrowed to the document after the search, from a wider list.
+            q.k = req.k.max(50);
         }
-        if let Some(lang) = &req.lang {
-            args.push(lang.clone().into());
-            sql.push_str(&format!(" AND v.lang = ?{}", args.len()));
-        }
-        for (k, val) in &req.meta {
-            args.push(format!("$.\"{}\"", k.replace('"', "")).into());
-            args.push(val.clone().into());
-            sql.push_str(&format!(" AND json_extract(v.meta, ?{}) = ?{}", args.len() - 1, args.len()));
-        }
-        let conn = self.db.conn();
-        let mut st = conn.prepare(&sql)?;
-        struct Cand {
-            hit: Hit,
-            vector: Option<Vec<f32>>,
-            tf: HashMap<String, usize>,
-            len: usize,
-        }
-        let mut cands: Vec<Cand> = Vec::new();
-        let mut rows = st.query(rusqlite::params_from_iter(args.iter()))?;
-        while let Some(r) = rows.next()? {
-            let text: String = r.get(1)?;
-            let title: String = r.get(9)?;
-            let blob: Option<Vec<u8>> = r.get(4)?;
-            let vector = match blob {
-                Some(b) => Some(store::blob_to_vec(&b)?),
-                None => None,
-            };
-            let ts = terms(&format!("{title}\n{text}"));
-            let len = ts.len();
-            let mut tf = HashMap::new();
-            for t in ts {
-                *tf.entry(t).or_insert(0) += 1;
-            }
-            cands.push(Cand {
-                hit: Hit {
-                    chunk_id: r.get(0)?,
-                    score: 0.0,
-                    evidence: 0.0,
-                    bm25: 0.0,
-                    cosine: None,
-                    doc_id: r.get(5)?,
-                    version: r.get(6)?,
-                    label: r.get(7)?,
-                    current: r.get::<_, i64>(8)? != 0,
-                    title,
-                    source: r.get(10)?,
-                    section: r.get(2)?,
-                    page: r.get(3)?,
-                    lang: r.get(11)?,
-                    text,
-                },
-                vector,
-                tf,
-                len,
-            });
-        }
-        if cands.is_empty() || req.k == 0 {
+        Ok(q)
+    }
+
+    /// The query's evidence terms (as the index analyzes them) with their IDF over the chunks
+    /// the asker may read: what [`relevance`] weighs, and what the answerer uses to pick the
+    /// sentences of a chunk that matter.
+    pub fn query_weights(&self, req: &SearchRequest) -> Result<Vec<(String, f32)>> {
+        let q = self.index_query(req)?;
+        let terms = index_terms(&req.text);
+        if terms.is_empty() {
             return Ok(Vec::new());
         }
-        // BM25 over the visible chunks only.
-        let mut qterms = terms(&req.text);
-        qterms.sort();
-        qterms.dedup();
-        let n = cands.len() as f32;
-        let avg_len = cands.iter().map(|c| c.len).sum::<usize>() as f32 / n;
-        let idf: HashMap<&str, f32> = qterms
-            .iter()
-            .map(|t| {
-                let df = cands.iter().filter(|c| c.tf.contains_key(t)).count() as f32;
-                (t.as_str(), (1.0 + (n - df + 0.5) / (df + 0.5)).ln())
-            })
-            .collect();
-        let idf_total: f32 = idf.values().sum();
-        let (k1, b) = (1.2f32, 0.75f32);
-        let qvec = if cands.iter().any(|c| c.vector.is_some()) { Some(self.embedder.embed_query(&req.text)?) } else { None };
-        for c in cands.iter_mut() {
-            let mut s = 0.0;
-            let mut found = 0.0;
-            for t in &qterms {
-                if let Some(&f) = c.tf.get(t) {
-                    let f = f as f32;
-                    let w = idf[t.as_str()];
-                    s += w * f * (k1 + 1.0) / (f + k1 * (1.0 - b + b * c.len as f32 / avg_len.max(1.0)));
-                    found += w;
+        let (n, dfs) = self.index.doc_freqs(&q, &terms)?;
+        Ok(terms.into_iter().zip(dfs).map(|(t, df)| (t, idf(n, df))).collect())
+    }
+
+    /// Hybrid search (BM25 + vectors, reciprocal-rank fusion, inside the retrieval index) over
+    /// the chunks the asker may read, in the versions asked for (current by default). Hits carry
+    /// their relevance (0..1) and have personal data masked.
+    pub fn search(&self, req: &SearchRequest) -> Result<Vec<Hit>> {
+        let mut q = self.index_query(req)?;
+        if req.k == 0 || req.text.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        q.text = req.text.clone();
+        let qv = self.embedder.embed_query(&req.text).map_err(|e| RagError::Embed(format!("query: {e}")))?;
+        q.vector = Some(qv.clone());
+        let found = self.index.search(&q)?;
+        // IDF of the query's terms over the asker's readable chunks only.
+        let qterms = index_terms(&req.text);
+        let (n, dfs) = if qterms.is_empty() { (0, Vec::new()) } else { self.index.doc_freqs(&q, &qterms)? };
+        let idf: Vec<f32> = dfs.iter().map(|&df| idf(n, df)).collect();
+        let idf_total: f32 = idf.iter().sum();
+        let conn = self.db.conn();
+        let mut st = conn.prepare_cached(
+            "SELECT c.text, c.section, c.page, c.vector, v.label, v.current, v.title, v.source, v.lang
+             FROM kb_chunks c JOIN kb_versions v ON v.doc_id = c.doc_id AND v.version = c.version WHERE c.chunk_id = ?1",
+        )?;
+        let mut gst = conn.prepare_cached("SELECT grp FROM kb_version_groups WHERE doc_id = ?1 AND version = ?2 ORDER BY grp")?;
+        let mut hits = Vec::with_capacity(found.len());
+        for f in found {
+            if let Some(doc) = &req.doc {
+                if &f.doc_id != doc {
+                    continue;
                 }
             }
-            c.hit.bm25 = s;
-            c.hit.evidence = if idf_total > 0.0 { found / idf_total } else { 0.0 };
-            if let (Some(q), Some(v)) = (&qvec, &c.vector) {
-                if q.len() == v.len() {
-                    c.hit.cosine = Some(dot(q, v));
-                }
+            // The store is the record of truth: a hit it no longer holds is skipped.
+            let row = st
+                .query_row([&f.chunk_id], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, Option<i64>>(2)?,
+                        r.get::<_, Option<Vec<u8>>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, i64>(5)? != 0,
+                        r.get::<_, String>(6)?,
+                        r.get::<_, String>(7)?,
+                        r.get::<_, String>(8)?,
+                    ))
+                })
+                .ok();
+            let Some((text, section, page, blob, label, current, title, source, lang)) = row else { continue };
+            let cosine = match (&f.similarity, blob) {
+                (Some(s), _) => Some(*s),
+                (None, Some(b)) => Some(dot(&qv, &store::blob_to_vec(&b)?)),
+                (None, None) => None,
+            };
+            let chunk_terms: HashSet<String> = index_terms(&format!("{title}\n{section}\n{text}")).into_iter().collect();
+            let found_w: f32 = qterms.iter().zip(&idf).filter(|(t, _)| chunk_terms.contains(*t)).map(|(_, w)| *w).sum();
+            let evidence = if idf_total > 0.0 { found_w / idf_total } else { 0.0 };
+            let groups: Vec<String> = gst.query_map(params![f.doc_id, f.version as i64], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+            hits.push(Hit {
+                chunk_id: f.chunk_id,
+                score: f.score,
+                relevance: relevance(evidence),
+                evidence,
+                bm25: f.bm25_score.unwrap_or(0.0),
+                cosine,
+                doc_id: f.doc_id,
+                version: f.version as i64,
+                label,
+                current,
+                title,
+                source,
+                section,
+                page,
+                lang,
+                text,
+                groups,
+                masked: Vec::new(),
+                kept: Vec::new(),
+            });
+            if hits.len() == req.k {
+                break;
             }
         }
-        // Reciprocal-rank fusion (k = 60) of the BM25 ranking and the vector ranking.
-        let mut by_bm25: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].hit.bm25 > 0.0).collect();
-        by_bm25.sort_by(|&a, &b| cands[b].hit.bm25.total_cmp(&cands[a].hit.bm25));
-        let mut by_vec: Vec<usize> = (0..cands.len()).filter(|&i| cands[i].hit.cosine.is_some()).collect();
-        by_vec.sort_by(|&a, &b| cands[b].hit.cosine.unwrap_or(0.0).total_cmp(&cands[a].hit.cosine.unwrap_or(0.0)));
-        for (rank, &i) in by_bm25.iter().enumerate() {
-            cands[i].hit.score += 1.0 / (60.0 + rank as f32 + 1.0);
-        }
-        for (rank, &i) in by_vec.iter().enumerate() {
-            cands[i].hit.score += 1.0 / (60.0 + rank as f32 + 1.0);
-        }
-        let mut hits: Vec<Hit> = cands.into_iter().map(|c| c.hit).filter(|h| h.score > 0.0).collect();
-        hits.sort_by(|a, b| b.score.total_cmp(&a.score).then_with(|| a.chunk_id.cmp(&b.chunk_id)));
-        hits.truncate(req.k);
+        crate::pii::mask_hits(&mut hits, &req.pii_allow);
         tracing::debug!(hits = hits.len(), "search");
         Ok(hits)
     }

@@ -10,7 +10,10 @@ pub mod answer;
 pub mod chunk;
 pub mod embed;
 pub mod eval;
+pub mod generate;
+pub mod index;
 pub mod kb;
+pub mod pii;
 pub mod parse;
 pub mod quickstart;
 pub mod text;
@@ -18,7 +21,13 @@ pub mod text;
 pub use access::AccessMap;
 pub use answer::{Answer, AnswerConfig, ChatMessage, Citation, Generator};
 pub use chunk::ChunkConfig;
-pub use embed::{Embedder, HashEmbedder};
+pub use generate::EngineGenerator;
+/// The embedding models (re-exported so the binary names one crate for the whole RAG stack).
+pub use trident_embed;
+pub use embed::Embedder;
+#[cfg(any(test, feature = "testing"))]
+pub use embed::HashEmbedder;
+pub use index::{EmbeddedIndex, RetrievalIndex};
 pub use kb::{FileStatus, Hit, IngestReport, KbOptions, KnowledgeBase, Progress, SearchRequest, SourceSpec};
 
 use std::path::PathBuf;
@@ -94,6 +103,9 @@ pub enum RagError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] trident_store::StoreError),
+    /// The retrieval index failed.
+    #[error("search index: {0}")]
+    Search(trident_search::SearchError),
     /// SQLite failed.
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -110,6 +122,7 @@ impl RagError {
             | RagError::BadInput(_)
             | RagError::NotFound { .. } => true,
             RagError::Store(e) => e.is_user_error(),
+            RagError::Search(e) => e.is_user_error(),
             RagError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             _ => false,
         }

@@ -93,30 +93,51 @@ pub fn run_example(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::HashEmbedder;
+
+    /// The real models, from `TRIDENT_TEST_E5` (e5 container) and `TRIDENT_TEST_MODELS`
+    /// (folder with the default GGUF); None (with a notice) when either is unset.
+    fn real_models() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
+        match (std::env::var_os("TRIDENT_TEST_E5"), std::env::var_os("TRIDENT_TEST_MODELS")) {
+            (Some(e5), Some(models)) => Some((e5.into(), Path::new(&models).join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"))),
+            _ => {
+                eprintln!("notice: TRIDENT_TEST_E5 / TRIDENT_TEST_MODELS unset: skipping the quickstart test that needs the real models");
+                None
+            }
+        }
+    }
 
     #[test]
-    #[ignore = "fails: the no-model fallback picks the wrong table row for ex-03 (issue 3 note); re-enable with the real generator"]
     fn example_kb_ingests_and_answers() {
+        let Some((e5, llm)) = real_models() else { return };
+        let embedder: Arc<dyn Embedder> = Arc::new(trident_embed::E5Embedder::load(&e5).unwrap());
+        let generator = crate::EngineGenerator::load(&llm, &trident_engine::LlamaConfig::default().with_ctx(4096)).unwrap();
         let tmp = tempfile::tempdir().unwrap();
         let mut buf = Vec::new();
-        let r = run_example(&tmp.path().join("ex"), &tmp.path().join("kb"), Arc::new(HashEmbedder), None, Some(&mut buf)).unwrap();
+        let r = run_example(&tmp.path().join("ex"), &tmp.path().join("kb"), embedder.clone(), Some(&generator), Some(&mut buf)).unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        eprintln!("{text}");
         let skipped: Vec<_> = r.ingest.files.iter().filter(|f| f.status == crate::FileStatus::Skipped).collect();
         assert!(skipped.is_empty(), "every example file parses: {skipped:?}");
         assert_eq!(r.ingest.count(crate::FileStatus::Added), 7);
+        let mut correct = 0;
         for (q, a) in &r.answers {
-            match q.expect.as_str() {
-                "answer" => assert!(q.answers.iter().any(|x| a.answer.contains(x.as_str())), "{}: {}", q.id, a.answer),
-                _ => assert!(a.refused, "{}: {}", q.id, a.answer),
-            }
+            let ok = match q.expect.as_str() {
+                "answer" => !a.refused && q.answers.iter().any(|x| a.answer.contains(x.as_str())) && !a.citations.is_empty(),
+                _ => a.refused,
+            };
+            correct += ok as usize;
             for f in &q.forbidden {
                 assert!(!a.answer.contains(f.as_str()), "{} leaked {f}", q.id);
             }
+            if q.expect != "answer" {
+                assert!(a.refused, "{} must be declined: {}", q.id, a.answer);
+            }
         }
-        let text = String::from_utf8(buf).unwrap();
+        // The 0.5B model may miss a fact; retrieval, citations and refusals may not.
+        assert!(correct * 4 >= r.answers.len() * 3, "{correct}/{} correct:\n{text}", r.answers.len());
         assert!(text.contains("[1]"));
         // Running again changes nothing.
-        let r2 = run_example(&tmp.path().join("ex"), &tmp.path().join("kb"), Arc::new(HashEmbedder), None, None).unwrap();
+        let r2 = run_example(&tmp.path().join("ex"), &tmp.path().join("kb"), embedder, None, None).unwrap();
         assert_eq!(r2.ingest.count(crate::FileStatus::Unchanged), 7);
     }
 }

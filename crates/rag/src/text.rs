@@ -84,8 +84,24 @@ const STOPWORDS: &[&str] = &[
     "your", "with", "by", "at", "from", "this", "that", "there", "long", "much", "many", "large", "has", "have",
 ];
 
-fn is_stopword(w: &str) -> bool {
+/// Whether a lower-cased word is a question or function word (no evidence).
+pub fn is_stopword(w: &str) -> bool {
     STOPWORDS.contains(&w)
+}
+
+/// The evidence terms of `text` exactly as the search index analyzes its text (so they can be
+/// counted there): stop words dropped, then the index's Russian/English analyzer; de-duplicated.
+pub fn index_terms(text: &str) -> Vec<String> {
+    let kept: Vec<String> = text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.to_lowercase().replace('ё', "е"))
+        .filter(|w| !is_stopword(w))
+        .collect();
+    let mut out = trident_search::analyze(&kept.join(" "));
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Lower-cased, stemmed search terms of `text` (stop words dropped). Letters and digits make

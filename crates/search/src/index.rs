@@ -55,6 +55,7 @@ struct Fields {
     meta_json: Field,
     ann_id: Field,
     vector: Field,
+    ntokens: Field,
 }
 
 fn schema() -> (Schema, Fields) {
@@ -79,6 +80,8 @@ fn schema() -> (Schema, Fields) {
         meta_json: b.add_text_field("meta_json", STORED),
         ann_id: b.add_u64_field("ann_id", INDEXED | STORED | FAST),
         vector: b.add_bytes_field("vector", STORED),
+        // Tokens of `text`, so BM25 statistics can be computed over the readable chunks only.
+        ntokens: b.add_u64_field("ntokens", FAST),
     };
     (b.build(), f)
 }
@@ -116,6 +119,32 @@ struct AllowedCache {
 struct Allowed {
     bits: Vec<u64>,
     ids: Vec<usize>,
+    /// Tokens of `text` over the readable chunks (BM25's average length).
+    tokens: u64,
+}
+
+/// BM25 statistics over the readable chunks only: document count, token count and document
+/// frequencies all come from the asker's filter, so an unreadable chunk never shifts an IDF or
+/// the average length, and a score is the same as in an index holding only readable chunks.
+struct ReadableStats<'a> {
+    searcher: &'a tantivy::Searcher,
+    filter: &'a dyn Query,
+    docs: u64,
+    tokens: u64,
+}
+
+impl tantivy::query::Bm25StatisticsProvider for ReadableStats<'_> {
+    fn total_num_tokens(&self, _field: Field) -> tantivy::Result<u64> {
+        Ok(self.tokens)
+    }
+    fn total_num_docs(&self) -> tantivy::Result<u64> {
+        Ok(self.docs)
+    }
+    fn doc_freq(&self, term: &Term) -> tantivy::Result<u64> {
+        let tq: Box<dyn Query> = Box::new(TermQuery::new(term.clone(), IndexRecordOption::Basic));
+        let both = BooleanQuery::new(vec![(Occur::Must, tq), (Occur::Must, self.filter.box_clone())]);
+        Ok(self.searcher.search(&both, &tantivy::collector::Count)? as u64)
+    }
 }
 
 impl Allowed {
@@ -455,6 +484,7 @@ impl HybridIndex {
         d.add_u64(f.ann_id, ann_id);
         let bytes: Vec<u8> = c.vector.iter().flat_map(|x| x.to_le_bytes()).collect();
         d.add_bytes(f.vector, &bytes);
+        d.add_u64(f.ntokens, analyze(&c.text).len() as u64);
         d
     }
 
@@ -584,13 +614,14 @@ impl HybridIndex {
             }
         }
         let mut ids = searcher.search(filter, &AnnIdCollector)?;
+        let tokens = searcher.search(filter, &TokenSumCollector)?;
         ids.sort_unstable();
         let max = ids.last().copied().unwrap_or(0);
         let mut bits = vec![0u64; max / 64 + 1];
         for &id in &ids {
             bits[id / 64] |= 1 << (id % 64);
         }
-        let a = Arc::new(Allowed { bits, ids });
+        let a = Arc::new(Allowed { bits, ids, tokens });
         let mut cache = self.cache.lock();
         if cache.generation == generation {
             if cache.entries.len() >= 32 {
@@ -599,6 +630,26 @@ impl HybridIndex {
             cache.entries.push((key, a.clone()));
         }
         Ok(a)
+    }
+
+    /// Document frequencies over the chunks `q` may read (its groups, version and metadata
+    /// filters; text, vector and k are ignored): the number of readable chunks and, for each
+    /// already-analyzed term (see [`analyze`]), how many readable chunks contain it.
+    ///
+    /// Callers weigh query terms by these (IDF) to judge whether the readable corpus holds an
+    /// answer; counting only readable chunks keeps unreadable ones from shifting any figure.
+    pub fn doc_freqs(&self, q: &SearchQuery, terms: &[String]) -> Result<(u64, Vec<u64>)> {
+        let searcher = self.reader.searcher();
+        let filter = self.filter_query(q);
+        let n = searcher.search(filter.as_ref(), &tantivy::collector::Count)? as u64;
+        let mut out = Vec::with_capacity(terms.len());
+        for t in terms {
+            let tq: Box<dyn Query> =
+                Box::new(TermQuery::new(Term::from_field_text(self.f.text, t), IndexRecordOption::Basic));
+            let both = BooleanQuery::new(vec![(Occur::Must, tq), (Occur::Must, filter.box_clone())]);
+            out.push(searcher.search(&both, &tantivy::collector::Count)? as u64);
+        }
+        Ok((n, out))
     }
 
     /// Hybrid search; see [`HybridIndex::search_with`].
@@ -640,7 +691,10 @@ impl HybridIndex {
                 (Occur::Must, Box::new(BooleanQuery::new(text_q)) as Box<dyn Query>),
                 (Occur::Must, Box::new(ConstScoreQuery::new(filter.box_clone(), 0.0))),
             ]);
-            let top = searcher.search(&full, &TopDocs::with_limit(fetch).order_by_score())?;
+            let allowed = self.allowed(&searcher, q, filter.as_ref())?;
+            let stats =
+                ReadableStats { searcher: &searcher, filter: filter.as_ref(), docs: allowed.ids.len() as u64, tokens: allowed.tokens };
+            let top = searcher.search_with_statistics_provider(&full, &TopDocs::with_limit(fetch).order_by_score(), &stats)?;
             for (score, addr) in top {
                 let col = ann_column(searcher.segment_reader(addr.segment_ord))?;
                 if let Some(id) = col.first(addr.doc_id) {
@@ -825,5 +879,39 @@ impl SegmentCollector for AnnIdSegment {
     }
     fn harvest(self) -> Vec<usize> {
         self.out
+    }
+}
+
+/// Sums the `ntokens` fast field of all matching documents.
+struct TokenSumCollector;
+
+struct TokenSumSegment {
+    col: Option<Column<u64>>,
+    sum: u64,
+}
+
+impl Collector for TokenSumCollector {
+    type Fruit = u64;
+    type Child = TokenSumSegment;
+    fn for_segment(&self, _seg: u32, reader: &SegmentReader) -> tantivy::Result<TokenSumSegment> {
+        Ok(TokenSumSegment { col: reader.fast_fields().u64("ntokens").ok(), sum: 0 })
+    }
+    fn requires_scoring(&self) -> bool {
+        false
+    }
+    fn merge_fruits(&self, fruits: Vec<u64>) -> tantivy::Result<u64> {
+        Ok(fruits.into_iter().sum())
+    }
+}
+
+impl SegmentCollector for TokenSumSegment {
+    type Fruit = u64;
+    fn collect(&mut self, doc: DocId, _score: Score) {
+        if let Some(n) = self.col.as_ref().and_then(|c| c.first(doc)) {
+            self.sum += n;
+        }
+    }
+    fn harvest(self) -> u64 {
+        self.sum
     }
 }

@@ -299,3 +299,47 @@ fn bad_input_is_rejected_whole() {
     assert!(idx.search(&q).expect("empty index").is_empty());
     assert!(HybridIndex::open_or_create(dir.path().join("x"), &IndexMeta { embedder_id: "".into(), dim: 4 }).is_err());
 }
+
+#[test]
+fn doc_freqs_count_only_readable_chunks() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let idx = HybridIndex::open_or_create(dir.path(), &meta()).expect("open");
+    idx.add(&[
+        chunk("a", "d1", 1, "оклад директора", axis(0), &["hr"]),
+        chunk("b", "d2", 1, "оклад и тариф", axis(1), &["*"]),
+        chunk("c", "d3", 1, "тариф Бизнес", axis(2), &["*"]),
+    ])
+    .expect("add");
+    idx.commit().expect("commit");
+    let terms: Vec<String> = ["оклад", "директор", "тариф"].iter().map(|w| analyze(w).remove(0)).collect();
+    let (n, df) = idx.doc_freqs(&query("", None, &[], 5), &terms).expect("df");
+    assert_eq!((n, df), (2, vec![1, 0, 2]), "the hr chunk is never counted for an outsider");
+    let (n, df) = idx.doc_freqs(&query("", None, &["hr"], 5), &terms).expect("df");
+    assert_eq!((n, df), (3, vec![2, 1, 2]));
+}
+
+#[test]
+fn bm25_scores_ignore_unreadable_chunks() {
+    // The same readable chunks score identically whether or not unreadable ones sit beside them.
+    let readable = [
+        chunk("a", "d1", 1, "тариф Бизнес стоит 2490 рублей", axis(0), &["*"]),
+        chunk("b", "d2", 1, "тариф Старт и тариф Бизнес", axis(1), &["*"]),
+    ];
+    let hidden = [
+        chunk("h1", "d3", 1, "оклад директора тариф тариф тариф секрет секрет секрет секрет", axis(2), &["hr"]),
+        chunk("h2", "d4", 1, "бизнес бизнес бизнес", axis(3), &["hr"]),
+    ];
+    let d1 = tempfile::tempdir().expect("tmp");
+    let d2 = tempfile::tempdir().expect("tmp");
+    let all = HybridIndex::open_or_create(d1.path(), &meta()).expect("open");
+    all.add(&readable).expect("add");
+    all.add(&hidden).expect("add");
+    all.commit().expect("commit");
+    let only = HybridIndex::open_or_create(d2.path(), &meta()).expect("open");
+    only.add(&readable).expect("add");
+    only.commit().expect("commit");
+    let q = query("тариф бизнес", None, &[], 5);
+    let s1: Vec<(String, Option<f32>)> = all.search(&q).expect("search").into_iter().map(|h| (h.chunk_id, h.bm25_score)).collect();
+    let s2: Vec<(String, Option<f32>)> = only.search(&q).expect("search").into_iter().map(|h| (h.chunk_id, h.bm25_score)).collect();
+    assert_eq!(s1, s2);
+}

@@ -4,8 +4,8 @@ use crate::cmd::generate::{ModelArgs, load_model};
 use crate::cmd::kb::{FilterArgs, KbName, open_existing};
 use crate::config::Context;
 use anyhow::Result;
-use trident_engine::{AdapterRef, Backend, GenerateRequest, LlamaBackend};
-use trident_rag::{AnswerConfig, ChatMessage, Generator, KbOptions};
+use trident_rag::generate::parse_adapter_spec;
+use trident_rag::{AnswerConfig, EngineGenerator, Generator, KbOptions};
 
 /// Arguments of `trident ask`.
 #[derive(Debug, clap::Args)]
@@ -20,9 +20,10 @@ pub struct AskArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub answering: AnswerArgs,
-    /// LoRA adapter: a GGUF-LoRA file.
-    #[arg(long)]
-    pub adapter: Option<String>,
+    /// LoRA adapter applied to the answer: NAME[:SCALE]; until adapter names resolve, NAME is
+    /// the path of a GGUF-LoRA file.
+    #[arg(long = "adapter", value_name = "NAME[:SCALE]")]
+    pub rag_adapter: Option<String>,
     /// Do not call a model: answer with the best-matching sentence of the sources (extractive).
     #[arg(long)]
     pub no_model: bool,
@@ -31,68 +32,51 @@ pub struct AskArgs {
 /// Answering settings shared by `ask` and `eval rag`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnswerArgs {
-    /// Chunks retrieved.
-    #[arg(long, default_value_t = 5)]
-    pub k: usize,
-    /// Evidence threshold (0..1): below it the answer is "I don't know", without the model.
-    #[arg(long, default_value_t = 0.5)]
-    pub min_evidence: f32,
+    /// Chunks retrieved (default: `[rag] k`).
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Relevance threshold (0..1) of the best chunk: below it the answer is "I don't know",
+    /// without calling the model (default: `[rag] refusal_threshold`).
+    #[arg(long, alias = "min-evidence")]
+    pub refusal_threshold: Option<f32>,
     /// Most tokens generated.
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 160)]
     pub max_new_tokens: usize,
+    /// Personal-data values never masked (the organisation's own contacts: a value or
+    /// `@domain`; repeatable). Values published in everyone-readable documents are kept anyway.
+    #[arg(long = "pii-allow", value_name = "VALUE")]
+    pub pii_allow: Vec<String>,
 }
 
 impl AnswerArgs {
-    /// The answering configuration.
-    pub fn config(&self) -> Result<AnswerConfig> {
-        if self.k == 0 || self.k > 50 {
+    /// The answering configuration (flags over `[rag]` settings).
+    pub fn config(&self, ctx: &Context) -> Result<AnswerConfig> {
+        let k = self.k.unwrap_or(ctx.config.rag.k as usize);
+        if k == 0 || k > 50 {
             return Err(crate::bad_input!("--k must be 1..=50"));
         }
-        if !(0.0..=1.0).contains(&self.min_evidence) {
-            return Err(crate::bad_input!("--min-evidence must be between 0 and 1"));
+        let t = self.refusal_threshold.unwrap_or(ctx.config.rag.refusal_threshold as f32);
+        if !(0.0..=1.0).contains(&t) {
+            return Err(crate::bad_input!("--refusal-threshold must be between 0 and 1"));
         }
-        Ok(AnswerConfig { k: self.k, min_evidence: self.min_evidence, max_new_tokens: self.max_new_tokens.max(1), ..AnswerConfig::default() })
+        Ok(AnswerConfig { k, refusal_threshold: t, max_new_tokens: self.max_new_tokens.max(1), pii_allow: self.pii_allow.clone(), ..AnswerConfig::default() })
     }
 }
 
-/// The engine as the RAG answerer's generator (greedy, the model's own chat template).
-pub struct EngineGenerator {
-    backend: LlamaBackend,
-    adapter: Option<AdapterRef>,
-    name: String,
-}
-
-impl EngineGenerator {
-    /// Loads the model (and adapter) named by the flags.
-    pub fn load(model: &ModelArgs, adapter: Option<&str>, ctx: &Context) -> Result<Self> {
-        let backend = load_model(model, 1, ctx)?;
-        let adapter = match adapter {
-            Some(a) => {
-                let path = std::path::Path::new(a);
-                if !path.exists() {
-                    return Err(crate::bad_input!("adapter file not found: {a}"));
-                }
-                backend.load_adapter(a, path).map_err(crate::cmd::generate::engine_err)?;
-                Some(AdapterRef::new(a, 1.0))
-            }
-            None => None,
-        };
-        let name = backend.info().name.clone().unwrap_or_else(|| backend.info().path.display().to_string());
-        Ok(Self { backend, adapter, name })
+/// Loads the model named by the flags (and a GGUF-LoRA adapter, `PATH[:SCALE]`) as the RAG
+/// answerer.
+pub fn load_generator(model: &ModelArgs, adapter: Option<&str>, ctx: &Context) -> Result<EngineGenerator> {
+    let backend = load_model(model, 1, ctx)?;
+    let mut g = EngineGenerator::new(backend);
+    if let Some(spec) = adapter {
+        let (name, scale) = parse_adapter_spec(spec)?;
+        let path = std::path::Path::new(&name);
+        if !path.is_file() {
+            return Err(crate::bad_input!("--adapter {name:?}: no such GGUF-LoRA file (adapter names resolve once `trident lora` registers them; pass a file path for now)"));
+        }
+        g = g.with_adapter_file(path, scale)?;
     }
-}
-
-impl Generator for EngineGenerator {
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn generate(&self, messages: &[ChatMessage], max_new_tokens: usize) -> trident_rag::Result<String> {
-        let msgs = messages.iter().map(|m| trident_engine::ChatMessage::new(m.role.clone(), m.content.clone())).collect();
-        let mut req = GenerateRequest::chat(msgs).with_max_tokens(max_new_tokens);
-        req.adapters = self.adapter.clone().into_iter().collect();
-        let out = self.backend.generate(&req, None).map_err(|e| trident_rag::RagError::Generate(e.to_string()))?;
-        Ok(out.text)
-    }
+    Ok(g)
 }
 
 /// Runs `trident ask`.
@@ -100,17 +84,18 @@ pub fn run(args: AskArgs, ctx: &Context) -> Result<()> {
     if args.question.trim().is_empty() {
         return Err(crate::bad_input!("the question is empty"));
     }
-    let cfg = args.answering.config()?;
+    let cfg = args.answering.config(ctx)?;
     let kb = open_existing(ctx, &args.kb.kb, KbOptions::default())?;
     let req = args.filters.request(&args.question, cfg.k)?;
-    let generator = if args.no_model { None } else { Some(EngineGenerator::load(&args.model, args.adapter.as_deref(), ctx)?) };
+    // Loading first reports a missing model or adapter before any retrieval work.
+    let generator = if args.no_model { None } else { Some(load_generator(&args.model, args.rag_adapter.as_deref(), ctx)?) };
     let a = trident_rag::answer::answer(&kb, &args.question, &req, generator.as_ref().map(|g| g as &dyn Generator), &cfg)?;
     if ctx.json {
         let citations: Vec<_> = a
             .citations
             .iter()
             .map(|c| {
-                serde_json::json!({"source": c.source, "title": c.title, "version": c.version, "version_label": c.version_label,
+                serde_json::json!({"n": c.n, "source": c.source, "title": c.title, "version": c.version, "version_label": c.version_label,
                     "section": c.section, "page": c.page, "chunk_id": c.chunk_id, "score": c.score})
             })
             .collect();
@@ -122,6 +107,7 @@ pub fn run(args: AskArgs, ctx: &Context) -> Result<()> {
     println!("{}", a.answer);
     if !a.citations.is_empty() {
         println!();
+        println!("Sources:");
         for c in &a.citations {
             let label = c.version_label.as_deref().map(|l| format!(", {l}")).unwrap_or_default();
             let section = if c.section.is_empty() { String::new() } else { format!(" § {}", c.section) };

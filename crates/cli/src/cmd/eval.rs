@@ -1,6 +1,6 @@
 //! `trident eval`: evaluation (`eval rag` for knowledge bases).
 
-use crate::cmd::ask::{AnswerArgs, EngineGenerator};
+use crate::cmd::ask::{AnswerArgs, load_generator};
 use crate::cmd::generate::ModelArgs;
 use crate::cmd::kb::open_existing;
 use crate::config::Context;
@@ -34,6 +34,9 @@ struct RagEvalArgs {
     model: ModelArgs,
     #[command(flatten)]
     answering: AnswerArgs,
+    /// LoRA adapter for the answers: a GGUF-LoRA file, PATH[:SCALE].
+    #[arg(long = "adapter", value_name = "NAME[:SCALE]")]
+    rag_adapter: Option<String>,
     /// Do not call a model (extractive answers).
     #[arg(long)]
     no_model: bool,
@@ -46,10 +49,10 @@ struct RagEvalArgs {
 /// Runs `trident eval`.
 pub fn run(args: EvalArgs, ctx: &Context) -> Result<()> {
     let EvalCommand::Rag(a) = args.command;
-    let cfg = EvalConfig { answer: a.answering.config()?, pii_exempt_sources: a.pii_exempt.clone() };
+    let cfg = EvalConfig { answer: a.answering.config(ctx)?, pii_exempt_sources: a.pii_exempt.clone() };
     let questions = load_questions(&a.questions)?;
     let kb = open_existing(ctx, &a.kb, KbOptions::default())?;
-    let generator = if a.no_model { None } else { Some(EngineGenerator::load(&a.model, None, ctx)?) };
+    let generator = if a.no_model { None } else { Some(load_generator(&a.model, a.rag_adapter.as_deref(), ctx)?) };
     let json = ctx.json;
     let report = trident_rag::eval::run(&kb, &questions, generator.as_ref().map(|g| g as &dyn Generator), &cfg, &mut |i, r| {
         if !json {
@@ -66,7 +69,7 @@ pub fn run(args: EvalArgs, ctx: &Context) -> Result<()> {
     println!("citation rate      {:.3}", report.citation_rate);
     println!("correct refusals   {:.3}", report.correct_refusal_rate);
     println!("unknown → I don't know {:.3}", report.unknown_rate);
-    println!("forbidden leaks    {} (+{} personal-data strings pending the guard)", report.forbidden_leaks, report.pii_leaks_pending_guard);
+    println!("forbidden leaks    {} (+{} in sources exempted with --pii-exempt)", report.forbidden_leaks, report.pii_leaks_pending_guard);
     println!("latency ms p50/p95/max {}/{}/{} (retrieval {}/{}/{})", report.latency_ms[0], report.latency_ms[1], report.latency_ms[2], report.retrieve_ms[0], report.retrieve_ms[1], report.retrieve_ms[2]);
     println!("generator          {}", report.generator);
     Ok(())

@@ -29,6 +29,8 @@ enum KbCommand {
     Versions(KbName),
     /// List knowledge bases.
     List,
+    /// Answer a question from a knowledge base, with citations (same as `trident ask`).
+    Ask(crate::cmd::ask::AskArgs),
 }
 
 /// `--kb NAME`.
@@ -172,10 +174,35 @@ pub fn kb_dir(ctx: &Context, name: &str) -> Result<PathBuf> {
     Ok(ctx.home.join("kb").join(name))
 }
 
-/// The embedder for a KB. Until trident-embed's e5 is wired in, the model-free hashing
-/// embedder; a KB built with another embedder is refused by `KnowledgeBase::open`.
-pub fn embedder_for(_dir: &Path) -> Result<Arc<dyn Embedder>> {
-    Ok(Arc::new(trident_rag::HashEmbedder))
+/// The embedding model named by `[rag] embedder` (`TRIDENT_RAG_EMBEDDER`): a catalogue name
+/// (`e5`, `minilm`), an e5 container file, a BERT safetensors folder, or an OpenAI-compatible
+/// endpoint URL (`http…/v1#model@dim`). A KB records the model it was built with and refuses
+/// another (`KnowledgeBase::open`), so indexing and search always embed alike.
+pub fn embedder_for(ctx: &Context) -> Result<Arc<dyn Embedder>> {
+    let spec = ctx.config.rag.embedder.trim();
+    let user = |e: trident_rag::trident_embed::EmbedError| -> anyhow::Error {
+        if e.is_user_error() { crate::bad_input!("embedding model {spec:?}: {e}") } else { anyhow::Error::new(e).context(format!("embedding model {spec:?}")) }
+    };
+    if spec.starts_with("http://") || spec.starts_with("https://") {
+        // `URL#model@dim`: the endpoint cannot tell its dimension before the first call.
+        let (url, rest) = spec.split_once('#').ok_or_else(|| crate::bad_input!("rag.embedder {spec:?}: write an endpoint as URL#MODEL@DIM"))?;
+        let (model, dim) = rest.rsplit_once('@').ok_or_else(|| crate::bad_input!("rag.embedder {spec:?}: write an endpoint as URL#MODEL@DIM"))?;
+        let dim: usize = dim.parse().map_err(|_| crate::bad_input!("rag.embedder {spec:?}: bad dimension {dim:?}"))?;
+        let e = trident_rag::trident_embed::OpenAiEmbedder::new(trident_rag::trident_embed::OpenAiConfig::new(url, model, dim)).map_err(user)?;
+        return Ok(Arc::new(e));
+    }
+    let path = {
+        let p = Path::new(spec);
+        if p.exists() { p.to_path_buf() } else { ctx.registry()?.resolve(spec).map_err(|e| crate::bad_input!("embedding model {spec:?}: {e} (run `trident models fetch`)"))? }
+    };
+    let t = std::time::Instant::now();
+    let e: Arc<dyn Embedder> = if path.is_dir() {
+        Arc::new(trident_rag::trident_embed::BertEmbedder::load(&path).map_err(user)?)
+    } else {
+        Arc::new(trident_rag::trident_embed::E5Embedder::load(&path).map_err(user)?)
+    };
+    tracing::debug!(model = e.id(), ms = t.elapsed().as_millis() as u64, "embedder loaded");
+    Ok(e)
 }
 
 /// Opens an existing KB (an error naming the KB when it does not exist).
@@ -184,7 +211,7 @@ pub fn open_existing(ctx: &Context, name: &str, opts: KbOptions) -> Result<Knowl
     if !dir.join("kb.db").exists() {
         return Err(crate::bad_input!("knowledge base {name:?} does not exist (create it with `trident kb ingest PATH --kb {name}`)"));
     }
-    Ok(KnowledgeBase::open(&dir, embedder_for(&dir)?, opts)?)
+    Ok(KnowledgeBase::open(&dir, embedder_for(ctx)?, opts)?)
 }
 
 /// A progress bar on stderr, hidden when stderr is not a terminal or with --json.
@@ -267,7 +294,7 @@ pub fn run(args: KbArgs, ctx: &Context) -> Result<()> {
                 }
             }
             let specs = a.paths.iter().map(|p| SourceSpec { path: p.clone(), groups: groups.clone(), meta: meta.clone(), access: access.clone() }).collect();
-            let mut kb = KnowledgeBase::open(&dir, embedder_for(&dir)?, a.chunking.options())?;
+            let mut kb = KnowledgeBase::open(&dir, embedder_for(ctx)?, a.chunking.options())?;
             let report = run_with_progress(ctx, |p| kb.ingest(specs, p))?;
             print_report(ctx, &a.kb.kb, &report)
         }
@@ -301,7 +328,7 @@ pub fn run(args: KbArgs, ctx: &Context) -> Result<()> {
             for (i, h) in hits.iter().enumerate() {
                 let label = h.label.as_deref().map(|l| format!(", {l}")).unwrap_or_default();
                 let page = h.page.map(|p| format!(", p.{p}")).unwrap_or_default();
-                println!("{}. [{:.4}] {} (v{}{label}{page}) {}", i + 1, h.score, h.title, h.version, h.source);
+                println!("{}. [relevance {:.2}] {} (v{}{label}{page}) {}", i + 1, h.relevance, h.title, h.version, h.source);
                 if !h.section.is_empty() {
                     println!("   § {}", h.section);
                 }
@@ -336,6 +363,7 @@ pub fn run(args: KbArgs, ctx: &Context) -> Result<()> {
             }
             Ok(())
         }
+        KbCommand::Ask(a) => crate::cmd::ask::run(a, ctx),
         KbCommand::List => {
             let root = ctx.home.join("kb");
             let mut names = Vec::new();
