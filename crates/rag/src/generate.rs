@@ -57,6 +57,13 @@ impl<B: Backend> EngineGenerator<B> {
         Ok(self)
     }
 
+    /// Applies an adapter already loaded into the backend (e.g. resolved from the adapter
+    /// store by `trident lora`) at its scale to every answer.
+    pub fn with_loaded_adapter(mut self, adapter: AdapterRef) -> Self {
+        self.adapter = Some(adapter);
+        self
+    }
+
     /// The backend (for callers that also chat or score).
     pub fn backend(&self) -> &B {
         &self.backend

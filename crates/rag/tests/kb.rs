@@ -305,13 +305,20 @@ fn randomized_acl() {
             let acc = AccessMap::parse(&serde_json::Value::Object(m).to_string()).unwrap();
             kb2.ingest(vec![SourceSpec { path: sub_docs, groups: None, meta: Default::default(), access: Some(acc) }], &mut |_| {}).unwrap();
             let h2 = kb2.search(&req).unwrap();
-            // Sorted: chunks with equal scores may be listed in either order (ties are broken
-            // by internal ids, which differ between the two indexes).
-            let mut s1: Vec<(String, String)> = hits.iter().map(|h| (h.text.clone(), format!("{:.5}", h.bm25))).collect();
-            let mut s2: Vec<(String, String)> = h2.iter().map(|h| (h.text.clone(), format!("{:.5}", h.bm25))).collect();
-            s1.sort();
-            s2.sort();
-            assert_eq!(s1, s2, "scores depend only on readable chunks");
+            // BM25 statistics come only from readable chunks, so every chunk both searches
+            // return has the same BM25 score in both. Which chunks make the top k may differ at
+            // the cut: the fused rank also uses the approximate (HNSW) vector search, whose graph
+            // differs between the two indexes, and equal scores are ordered by internal ids.
+            let s1: std::collections::HashMap<String, String> = hits.iter().map(|h| (h.text.clone(), format!("{:.5}", h.bm25))).collect();
+            let s2: std::collections::HashMap<String, String> = h2.iter().map(|h| (h.text.clone(), format!("{:.5}", h.bm25))).collect();
+            let mut common = 0;
+            for (text, score) in &s1 {
+                if let Some(other) = s2.get(text) {
+                    assert_eq!(score, other, "BM25 of {text:?} depends on unreadable chunks");
+                    common += 1;
+                }
+            }
+            assert!(common + 2 >= s1.len().min(s2.len()), "results differ beyond the cut: {common} of {} / {}", s1.len(), s2.len());
         }
     }
 }

@@ -4,7 +4,6 @@ use crate::cmd::generate::{ModelArgs, load_model};
 use crate::cmd::kb::{FilterArgs, KbName, open_existing};
 use crate::config::Context;
 use anyhow::Result;
-use trident_rag::generate::parse_adapter_spec;
 use trident_rag::{AnswerConfig, EngineGenerator, Generator, KbOptions};
 
 /// Arguments of `trident ask`.
@@ -20,9 +19,9 @@ pub struct AskArgs {
     pub model: ModelArgs,
     #[command(flatten)]
     pub answering: AnswerArgs,
-    /// LoRA adapter applied to the answer: NAME[:SCALE]; until adapter names resolve, NAME is
-    /// the path of a GGUF-LoRA file.
-    #[arg(long = "adapter", value_name = "NAME[:SCALE]")]
+    /// LoRA adapter applied to the answer (RAG + LoRA): a stored adapter NAME[@VERSION][:SCALE]
+    /// (`trident lora list`) or a GGUF-LoRA file PATH[:SCALE].
+    #[arg(long = "adapter", value_name = "NAME[@VERSION][:SCALE]")]
     pub rag_adapter: Option<String>,
     /// Do not call a model: answer with the best-matching sentence of the sources (extractive).
     #[arg(long)]
@@ -63,18 +62,14 @@ impl AnswerArgs {
     }
 }
 
-/// Loads the model named by the flags (and a GGUF-LoRA adapter, `PATH[:SCALE]`) as the RAG
-/// answerer.
+/// Loads the model named by the flags (and the adapter: a stored adapter `NAME[@VERSION][:SCALE]`
+/// or a GGUF-LoRA file `PATH[:SCALE]`) as the RAG answerer.
 pub fn load_generator(model: &ModelArgs, adapter: Option<&str>, ctx: &Context) -> Result<EngineGenerator> {
     let backend = load_model(model, 1, ctx)?;
+    let adapter = adapter.map(|spec| super::lora::load_adapter_into(&backend, spec, ctx)).transpose()?;
     let mut g = EngineGenerator::new(backend);
-    if let Some(spec) = adapter {
-        let (name, scale) = parse_adapter_spec(spec)?;
-        let path = std::path::Path::new(&name);
-        if !path.is_file() {
-            return Err(crate::bad_input!("--adapter {name:?}: no such GGUF-LoRA file (adapter names resolve once `trident lora` registers them; pass a file path for now)"));
-        }
-        g = g.with_adapter_file(path, scale)?;
+    if let Some(a) = adapter {
+        g = g.with_loaded_adapter(a);
     }
     Ok(g)
 }
