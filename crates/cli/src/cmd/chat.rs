@@ -3,9 +3,9 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use trident_engine::{Backend, ChatMessage, Control, FinishReason, GenerateRequest, TokenEvent};
+use trident_engine::{Backend, ChatMessage, FinishReason, GenerateRequest};
 
-use super::generate::{ModelArgs, SamplingArgs, engine_err, load_model};
+use super::generate::{ModelArgs, SamplingArgs, engine_err, load_model, stream_to_stdout};
 use crate::config::Context;
 
 /// Arguments of `trident chat`.
@@ -68,14 +68,7 @@ pub fn run(args: ChatArgs, ctx: &Context) -> anyhow::Result<()> {
         let mut req = template_req.clone();
         req.prompt = trident_engine::Prompt::Chat(history.clone());
         let stream = !ctx.json;
-        let mut out = std::io::stdout().lock();
-        let mut on_token = |ev: &TokenEvent| {
-            if stream {
-                let _ = out.write_all(ev.text.as_bytes());
-                let _ = out.flush();
-            }
-            Control::Continue
-        };
+        let mut on_token = stream_to_stdout(stream);
         let g = match backend.generate(&req, Some(&mut on_token)) {
             Ok(g) => g,
             Err(e) => {
@@ -90,7 +83,7 @@ pub fn run(args: ChatArgs, ctx: &Context) -> anyhow::Result<()> {
         };
         drop(on_token);
         if stream {
-            let _ = writeln!(out);
+            let _ = writeln!(std::io::stdout());
             if g.finish_reason == FinishReason::Length {
                 eprintln!("[reply cut at {} tokens]", g.usage.completion_tokens);
             }

@@ -211,6 +211,19 @@ impl SamplingArgs {
     }
 }
 
+/// A token callback that writes each piece of text to stdout as it arrives (when `stream`;
+/// with `--json` the text is printed once, at the end, instead).
+pub(crate) fn stream_to_stdout(stream: bool) -> impl FnMut(&TokenEvent) -> Control {
+    move |ev: &TokenEvent| {
+        if stream {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(ev.text.as_bytes());
+            let _ = out.flush();
+        }
+        Control::Continue
+    }
+}
+
 /// Runs `trident generate`.
 pub fn run(args: GenerateArgs, ctx: &Context) -> anyhow::Result<()> {
     let prompt = if args.prompt == "-" {
@@ -228,15 +241,7 @@ pub fn run(args: GenerateArgs, ctx: &Context) -> anyhow::Result<()> {
     let mut req = GenerateRequest::text(prompt);
     args.sampling.apply(&mut req, adapter, ctx)?;
     req.logprobs = args.logprobs;
-    let stream = !ctx.json;
-    let mut out = std::io::stdout().lock();
-    let mut on_token = |ev: &TokenEvent| {
-        if stream {
-            let _ = out.write_all(ev.text.as_bytes());
-            let _ = out.flush();
-        }
-        Control::Continue
-    };
+    let mut on_token = stream_to_stdout(!ctx.json);
     let g = backend.generate(&req, Some(&mut on_token)).map_err(bad)?;
     if ctx.json {
         crate::output::print_json(&g)?;
