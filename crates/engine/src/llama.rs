@@ -385,6 +385,24 @@ impl LlamaBackend {
         self.submit_inner(req, false, None)
     }
 
+    /// Submits `tokens` as a prompt that generates nothing, for its log-probs (`want_row`: the
+    /// last position's row; `score_top`: every position's scores).
+    fn submit_prompt_only(
+        &self,
+        tokens: &[u32],
+        adapter: Option<&AdapterRef>,
+        want_row: bool,
+        score_top: Option<usize>,
+    ) -> Result<RequestHandle, EngineError> {
+        let req = GenerateRequest {
+            prompt: Prompt::Tokens(tokens.to_vec()),
+            max_tokens: 0,
+            adapters: adapter.cloned().into_iter().collect(),
+            ..Default::default()
+        };
+        self.submit_inner(&req, want_row, score_top)
+    }
+
     fn submit_inner(
         &self,
         req: &GenerateRequest,
@@ -519,13 +537,7 @@ impl Backend for LlamaBackend {
         if tokens.is_empty() {
             return Err(EngineError::invalid("next_token_logprobs needs at least one token"));
         }
-        let req = GenerateRequest {
-            prompt: Prompt::Tokens(tokens.to_vec()),
-            max_tokens: 0,
-            adapters: adapter.cloned().into_iter().collect(),
-            ..Default::default()
-        };
-        let h = self.submit_inner(&req, true, None)?;
+        let h = self.submit_prompt_only(tokens, adapter, true, None)?;
         let mut row = None;
         while let Some(ev) = h.next_event() {
             match ev {
@@ -547,13 +559,7 @@ impl Backend for LlamaBackend {
         if tokens.is_empty() {
             return Err(EngineError::invalid("score needs at least one token"));
         }
-        let req = GenerateRequest {
-            prompt: Prompt::Tokens(tokens.to_vec()),
-            max_tokens: 0,
-            adapters: adapter.cloned().into_iter().collect(),
-            ..Default::default()
-        };
-        let h = self.submit_inner(&req, false, Some(top_k))?;
+        let h = self.submit_prompt_only(tokens, adapter, false, Some(top_k))?;
         let mut scores = None;
         while let Some(ev) = h.next_event() {
             match ev {

@@ -286,6 +286,22 @@ struct RunState {
     ckpt_file: String,
 }
 
+impl RunState {
+    /// The run's statistics so far, for the adapter metadata and the caller.
+    fn stats(&self, planned_steps: usize, stopped_early: bool, kept_step: usize) -> TrainingStats {
+        TrainingStats {
+            steps: self.step,
+            planned_steps,
+            tokens: self.tokens,
+            seconds: self.seconds,
+            tokens_per_s: self.tokens as f64 / self.seconds.max(1e-9),
+            stopped_early,
+            kept_step,
+            resumed: self.resumed,
+        }
+    }
+}
+
 /// AdamW with checkpointable moments.
 struct AdamW {
     m: Vec<Tensor>,
@@ -771,16 +787,7 @@ pub fn train(
         model.set_lora_scale(1.0);
         Some(HeldoutMetrics { loss, perplexity: loss.exp(), base_loss: Some(base_loss), tokens, samples: held_encs.len() })
     };
-    let stats = TrainingStats {
-        steps: st.step,
-        planned_steps: total,
-        tokens: st.tokens,
-        seconds: st.seconds,
-        tokens_per_s: st.tokens as f64 / st.seconds.max(1e-9),
-        stopped_early,
-        kept_step,
-        resumed: st.resumed,
-    };
+    let stats = st.stats(total, stopped_early, kept_step);
     let mut tensors = std::collections::BTreeMap::new();
     for (n, v) in names.iter().zip(&vars) {
         tensors.insert(n.clone(), to_matrix(v.as_tensor())?);
@@ -825,16 +832,7 @@ pub fn train(
 fn interrupted(st: RunState, total: usize, stopped_early: bool) -> TrainOutcome {
     TrainOutcome {
         stored: None,
-        stats: TrainingStats {
-            steps: st.step,
-            planned_steps: total,
-            tokens: st.tokens,
-            seconds: st.seconds,
-            tokens_per_s: st.tokens as f64 / st.seconds.max(1e-9),
-            stopped_early,
-            kept_step: st.step,
-            resumed: st.resumed,
-        },
+        stats: st.stats(total, stopped_early, st.step),
         log: st.log,
         heldout: None,
     }

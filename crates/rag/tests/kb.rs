@@ -2,6 +2,8 @@
 //! versions, retrieval quality), bad files, sync and deletion, a randomized ACL test, and a
 //! `kill -9` during ingest.
 
+mod common;
+use common::shared_kb;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,15 +11,6 @@ use trident_rag::eval::{EvalConfig, load_questions};
 use trident_rag::kb::{FileStatus, SearchRequest, SourceSpec};
 use trident_rag::{AccessMap, AnswerConfig, Embedder, HashEmbedder, KbOptions, KnowledgeBase, RagError};
 
-fn shared_kb() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kb");
-    if p.join("docs").is_dir() {
-        Some(p)
-    } else {
-        eprintln!("notice: ../shared/kb not found; skipping");
-        None
-    }
-}
 
 fn embedder() -> Arc<dyn Embedder> {
     Arc::new(HashEmbedder)

@@ -2,6 +2,8 @@
 //! tantivy + HNSW index, and — where named — the default LLM through the engine
 //! (`TRIDENT_TEST_MODELS`). Each test prints a notice and passes when its model is unset.
 
+mod common;
+use common::shared_kb;
 use rand::{Rng, SeedableRng};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -175,15 +177,6 @@ fn randomized_acl_on_the_real_index() {
     assert!(!outputs.is_empty());
 }
 
-fn shared_kb() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/kb");
-    if p.join("docs").is_dir() {
-        Some(p)
-    } else {
-        eprintln!("notice: ../shared/kb not found; skipping");
-        None
-    }
-}
 
 /// Calibration aid (run by hand with `--ignored --nocapture`): the best chunk's relevance,
 /// lexical evidence and cosine for every shared question, grouped by what is expected, so the
