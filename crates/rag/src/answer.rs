@@ -332,6 +332,21 @@ pub fn answer(kb: &KnowledgeBase, question: &str, req: &SearchRequest, generator
     let mut strong: Vec<Hit> = hits.iter().filter(|h| h.relevance >= cfg.refusal_threshold.max(best - 0.15)).cloned().collect();
     // Most relevant first: a small model leans on the first source.
     strong.sort_by(|a, b| b.relevance.total_cmp(&a.relevance).then(b.score.total_cmp(&a.score)));
+    // A source about another thing of the kind asked for (another office, another quarter)
+    // answers a different question: it is not evidence.
+    let mut scope_conflict = None;
+    strong.retain(|h| match crate::scope::conflict(question, &format!("{}\n{}\n{}", h.title, h.section, h.text)) {
+        Some(c) => {
+            scope_conflict.get_or_insert(c);
+            false
+        }
+        None => true,
+    });
+    if strong.is_empty() {
+        let c = scope_conflict.unwrap_or_else(|| crate::scope::ScopeConflict { asked: String::new(), found: String::new() });
+        let reason = format!("not in the knowledge base: the sources concern «{}», not «{}»", c.found, c.asked);
+        return Ok(refusal(lang, reason, Timings { retrieve_ms, generate_ms: 0 }));
+    }
     strong.truncate(cfg.max_sources.max(1));
     if let Some(kind) = crate::pii::withheld_request(question, &strong) {
         let reason = format!("personal data ({}) is masked in the knowledge base and is not disclosed", kind.name());

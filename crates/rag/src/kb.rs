@@ -1,13 +1,14 @@
-//! A knowledge base on disk: `kb.db` (SQLite: files, document versions, chunks, groups,
-//! vectors — the record of truth) and `index/` (the retrieval index, by default
-//! `trident-search`'s tantivy BM25 + HNSW hybrid, behind [`RetrievalIndex`]) in the KB's
-//! folder; ingestion, sync and ACL-filtered hybrid retrieval.
+//! A knowledge base on disk: the store (files, document versions, chunks, groups, vectors —
+//! the record of truth; by default `kb.db`, SQLite, behind [`KbStore`]) and `index/` (the
+//! retrieval index, by default `trident-search`'s tantivy BM25 + HNSW hybrid, behind
+//! [`RetrievalIndex`]) in the KB's folder; ingestion, sync and ACL-filtered hybrid retrieval.
 //!
 //! **Write order (crash safety).** Each file is read, parsed, chunked and embedded first,
 //! outside any transaction; then its version, chunks, groups, the file's sync record and an
-//! "index pending" marker for the document are written in *one* SQLite transaction. The
-//! document is then rewritten as a whole in the retrieval index, and only after that index
-//! commits are the marker cleared and the chunks flagged `indexed`. A `kill -9` therefore loses
+//! "index pending" marker for the document are written as *one* unit
+//! ([`KbStore::commit_version`]: one transaction). The document is then rewritten as a whole in
+//! the retrieval index, and only after that index commits are the marker cleared and the chunks
+//! flagged `indexed` ([`KbStore::mark_indexed`]). A `kill -9` therefore loses
 //! at most the file being written (its sync record is absent, so the next run redoes exactly
 //! that file) or leaves a marker, and every open re-indexes the marked documents. Chunk ids are
 //! derived from (document, version, position, text), so the resumed run reaches the same final
@@ -25,14 +26,13 @@ use crate::index::{DocChunks, EmbeddedIndex, RetrievalIndex};
 use crate::parse::{self, Limits};
 use crate::text::{TokenCounter, detect_lang, index_terms};
 use crate::{RagError, Result};
-use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use trident_store::kb as store;
+use trident_store::kb::{ChunkRecord, FileRecord, KbStore, SearchChunk, SqliteKbStore, VersionCommit, VersionRecord};
 
 /// Options of a knowledge base.
 #[derive(Debug, Clone, Copy, Default)]
@@ -240,17 +240,10 @@ fn idf(n: u64, df: u64) -> f32 {
     (1.0 + (n as f32 - df as f32 + 0.5) / (df as f32 + 0.5)).ln()
 }
 
-const PENDING_PREFIX: &str = "index_pending:";
-
-fn mark_pending(conn: &rusqlite::Connection, doc_id: &str) -> Result<()> {
-    store::meta_set(conn, &format!("{PENDING_PREFIX}{doc_id}"), "1")?;
-    Ok(())
-}
-
 /// A knowledge base.
 pub struct KnowledgeBase {
     dir: PathBuf,
-    db: trident_store::Db,
+    store: Box<dyn KbStore>,
     embedder: Arc<dyn Embedder>,
     index: Box<dyn RetrievalIndex>,
     opts: KbOptions,
@@ -320,9 +313,17 @@ impl KnowledgeBase {
     pub fn open(dir: &Path, embedder: Arc<dyn Embedder>, opts: KbOptions) -> Result<Self> {
         opts.chunk.validate()?;
         std::fs::create_dir_all(dir).map_err(|source| RagError::Io { path: dir.to_path_buf(), source })?;
-        let db = store::open(&dir.join("kb.db"))?;
-        let c = db.conn();
-        match (store::meta_get(c, "embedder_id")?, store::meta_get(c, "embedder_dim")?) {
+        let store = SqliteKbStore::open(&dir.join("kb.db"))?;
+        Self::open_with_store(dir, Box::new(store), embedder, opts)
+    }
+
+    /// Like [`KnowledgeBase::open`] with another store implementation (the embedded SQLite
+    /// store is the default; a server deployment can plug in PostgreSQL by implementing
+    /// [`KbStore`]). The retrieval index is the embedded one in `dir/index`.
+    pub fn open_with_store(dir: &Path, mut store: Box<dyn KbStore>, embedder: Arc<dyn Embedder>, opts: KbOptions) -> Result<Self> {
+        opts.chunk.validate()?;
+        std::fs::create_dir_all(dir).map_err(|source| RagError::Io { path: dir.to_path_buf(), source })?;
+        match (store.meta_get("embedder_id")?, store.meta_get("embedder_dim")?) {
             (Some(id), Some(dim)) => {
                 let dim: usize = dim.parse().unwrap_or(0);
                 if id != embedder.id() || dim != embedder.dim() {
@@ -330,12 +331,12 @@ impl KnowledgeBase {
                 }
             }
             _ => {
-                store::meta_set(c, "embedder_id", embedder.id())?;
-                store::meta_set(c, "embedder_dim", &embedder.dim().to_string())?;
+                store.meta_set("embedder_id", embedder.id())?;
+                store.meta_set("embedder_dim", &embedder.dim().to_string())?;
             }
         }
         let index = EmbeddedIndex::open(&dir.join("index"), embedder.id(), embedder.dim())?;
-        let mut kb = Self { dir: dir.to_path_buf(), db, embedder, index: Box::new(index), opts, unflushed: BTreeSet::new(), timing: [0; 3] };
+        let mut kb = Self { dir: dir.to_path_buf(), store, embedder, index: Box::new(index), opts, unflushed: BTreeSet::new(), timing: [0; 3] };
         kb.reconcile_index()?;
         Ok(kb)
     }
@@ -355,27 +356,12 @@ impl KnowledgeBase {
     }
 
     /// Re-indexes documents whose last write did not reach the retrieval index (a crash between
-    /// the SQLite commit and the index commit), and chunks never flagged as indexed.
+    /// the store commit and the index commit), and chunks never flagged as indexed.
     fn reconcile_index(&mut self) -> Result<()> {
-        let c = self.db.conn();
-        let mut docs: BTreeSet<String> = BTreeSet::new();
-        {
-            let mut st = c.prepare("SELECT substr(key, ?1) FROM kb_meta WHERE key LIKE ?2")?;
-            let rows = st.query_map(params![PENDING_PREFIX.len() as i64 + 1, format!("{PENDING_PREFIX}%")], |r| r.get::<_, String>(0))?;
-            for r in rows {
-                docs.insert(r?);
-            }
-            let mut st = c.prepare("SELECT DISTINCT doc_id FROM kb_chunks WHERE indexed = 0")?;
-            for r in st.query_map([], |r| r.get::<_, String>(0))? {
-                docs.insert(r?);
-            }
-        }
+        let mut docs: BTreeSet<String> = self.store.unindexed_docs()?.into_iter().collect();
         // An empty index next to a filled store (index folder deleted): rebuild it all.
         if self.index.is_empty()? {
-            let mut st = c.prepare("SELECT DISTINCT doc_id FROM kb_chunks")?;
-            for r in st.query_map([], |r| r.get::<_, String>(0))? {
-                docs.insert(r?);
-            }
+            docs.extend(self.store.docs_with_chunks()?);
         }
         if !docs.is_empty() {
             tracing::info!(docs = docs.len(), "re-indexing documents after an interrupted write");
@@ -400,76 +386,57 @@ impl KnowledgeBase {
     /// current flag, groups), then clears their pending markers and flags their chunks indexed.
     fn reindex_docs(&mut self, docs: &[String]) -> Result<()> {
         let mut out = Vec::with_capacity(docs.len());
-        {
-            let c = self.db.conn();
-            let mut vst = c.prepare(
-                "SELECT version, label, title, source, meta, lang, valid_from, ingested_at, current FROM kb_versions WHERE doc_id = ?1 ORDER BY version",
-            )?;
-            let mut gst = c.prepare("SELECT grp FROM kb_version_groups WHERE doc_id = ?1 AND version = ?2 ORDER BY grp")?;
-            let mut cst = c.prepare("SELECT chunk_id, text, section, page, vector FROM kb_chunks WHERE doc_id = ?1 AND version = ?2 ORDER BY ord")?;
-            for doc in docs {
-                let mut chunks = Vec::new();
-                let mut current = None;
-                let versions: Vec<(i64, Option<String>, String, String, String, String, String, String, bool)> = vst
-                    .query_map([doc], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?, r.get(7)?, r.get::<_, i64>(8)? != 0)))?
-                    .collect::<rusqlite::Result<_>>()?;
-                for (version, label, title, source, meta, lang, valid_from, ingested_at, is_current) in versions {
-                    if is_current {
-                        current = Some(version as u32);
-                    }
-                    let groups: Vec<String> = gst.query_map(params![doc, version], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
-                    let mut metadata: BTreeMap<String, String> = BTreeMap::new();
-                    if let Ok(serde_json::Value::Object(m)) = serde_json::from_str::<serde_json::Value>(&meta) {
-                        for (k, v) in m {
-                            let v = match v {
-                                serde_json::Value::String(s) => s,
-                                serde_json::Value::Number(n) => n.to_string(),
-                                serde_json::Value::Bool(b) => b.to_string(),
-                                _ => continue,
-                            };
-                            // The index forbids U+001F in metadata (its key/value separator).
-                            if !k.contains('\u{1f}') && !v.contains('\u{1f}') {
-                                metadata.insert(k, v);
-                            }
+        for doc in docs {
+            let mut chunks = Vec::new();
+            let mut current = None;
+            for v in self.store.versions_of(doc)? {
+                if v.current {
+                    current = Some(v.version as u32);
+                }
+                let mut metadata: BTreeMap<String, String> = BTreeMap::new();
+                if let serde_json::Value::Object(m) = &v.meta {
+                    for (k, val) in m {
+                        let val = match val {
+                            serde_json::Value::String(s) => s.clone(),
+                            serde_json::Value::Number(n) => n.to_string(),
+                            serde_json::Value::Bool(b) => b.to_string(),
+                            _ => continue,
+                        };
+                        // The index forbids U+001F in metadata (its key/value separator).
+                        if !k.contains('\u{1f}') && !val.contains('\u{1f}') {
+                            metadata.insert(k.clone(), val);
                         }
                     }
-                    metadata.insert("lang".into(), lang.clone());
-                    metadata.insert("source".into(), source.clone());
-                    if let Some(l) = &label {
-                        metadata.insert("version_label".into(), l.clone());
-                    }
-                    let rows: Vec<(String, String, String, Option<i64>, Option<Vec<u8>>)> =
-                        cst.query_map(params![doc, version], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?.collect::<rusqlite::Result<_>>()?;
-                    for (chunk_id, text, section, _page, blob) in rows {
-                        let Some(blob) = blob else { continue };
-                        let vector = store::blob_to_vec(&blob)?;
-                        // Title and section are searchable too: a chunk of «Тарифы 2026» matches «тариф».
-                        let indexed_text = if section.is_empty() { format!("{title}\n{text}") } else { format!("{title}\n{section}\n{text}") };
-                        chunks.push(trident_search::IndexChunk {
-                            chunk_id,
-                            doc_id: doc.clone(),
-                            version: version as u32,
-                            current: is_current,
-                            text: indexed_text,
-                            vector,
-                            groups: groups.clone(),
-                            lang: lang.clone(),
-                            valid_from: date_to_unix(&valid_from, false),
-                            ingested_at: date_to_unix(&ingested_at, false),
-                            metadata: metadata.clone(),
-                        });
-                    }
                 }
-                out.push(DocChunks { doc_id: doc.clone(), chunks, current });
+                metadata.insert("lang".into(), v.lang.clone());
+                metadata.insert("source".into(), v.source.clone());
+                if let Some(l) = &v.label {
+                    metadata.insert("version_label".into(), l.clone());
+                }
+                for c in self.store.chunks_of(doc, v.version)? {
+                    let Some(vector) = c.vector else { continue };
+                    // Title and section are searchable too: a chunk of «Тарифы 2026» matches «тариф».
+                    let indexed_text =
+                        if c.section.is_empty() { format!("{}\n{}", v.title, c.text) } else { format!("{}\n{}\n{}", v.title, c.section, c.text) };
+                    chunks.push(trident_search::IndexChunk {
+                        chunk_id: c.chunk_id,
+                        doc_id: doc.clone(),
+                        version: v.version as u32,
+                        current: v.current,
+                        text: indexed_text,
+                        vector,
+                        groups: v.groups.clone(),
+                        lang: v.lang.clone(),
+                        valid_from: date_to_unix(&v.valid_from, false),
+                        ingested_at: date_to_unix(&v.ingested_at, false),
+                        metadata: metadata.clone(),
+                    });
+                }
             }
+            out.push(DocChunks { doc_id: doc.clone(), chunks, current });
         }
         self.index.replace_docs(&out)?;
-        let tx = self.db.conn_mut().transaction()?;
-        for d in docs {
-            tx.execute("DELETE FROM kb_meta WHERE key = ?1", [format!("{PENDING_PREFIX}{d}")])?;
-            tx.execute("UPDATE kb_chunks SET indexed = 1 WHERE doc_id = ?1", [d])?;
-        }
-        tx.commit()?;
+        self.store.mark_indexed(docs)?;
         Ok(())
     }
 
@@ -478,8 +445,8 @@ impl KnowledgeBase {
         if !dir.join("kb.db").exists() {
             return Ok(None);
         }
-        let db = store::open(&dir.join("kb.db"))?;
-        Ok(store::meta_get(db.conn(), "embedder_id")?)
+        let store = SqliteKbStore::open(&dir.join("kb.db"))?;
+        Ok(store.meta_get("embedder_id")?)
     }
 
     /// The KB's folder.
@@ -487,9 +454,9 @@ impl KnowledgeBase {
         &self.dir
     }
 
-    /// The database (read access for reports and tests).
-    pub fn db(&self) -> &trident_store::Db {
-        &self.db
+    /// The store (read access for reports and tests).
+    pub fn store(&self) -> &dyn KbStore {
+        self.store.as_ref()
     }
 
     /// The effective chunk sizes (after fitting the embedder's window).
@@ -499,7 +466,7 @@ impl KnowledgeBase {
 
     /// The stored roots.
     pub fn sources(&self) -> Result<Vec<SourceSpec>> {
-        match store::meta_get(self.db.conn(), "sources")? {
+        match self.store.meta_get("sources")? {
             Some(s) => serde_json::from_str(&s).map_err(|e| trident_store::StoreError::Corrupt { what: "kb_meta.sources".into(), detail: e.to_string() }.into()),
             None => Ok(Vec::new()),
         }
@@ -523,7 +490,7 @@ impl KnowledgeBase {
             all.retain(|x| x.path != s.path);
             all.push(s.clone());
         }
-        store::meta_set(self.db.conn(), "sources", &serde_json::to_string(&all).map_err(|e| RagError::BadInput(e.to_string()))?)?;
+        self.store.meta_set("sources", &serde_json::to_string(&all).map_err(|e| RagError::BadInput(e.to_string()))?)?;
         self.sync_specs(&specs_abs, progress)
     }
 
@@ -562,16 +529,11 @@ impl KnowledgeBase {
         }
         progress(Progress::Start { files: work.len() });
         // Removed files.
-        for f in store::files_all(self.db.conn())? {
+        for f in self.store.files_all()? {
             let p = Path::new(&f.path);
             if !seen.contains(&f.path) && roots_ok.iter().any(|r| p.starts_with(r)) {
-                let tx = self.db.conn_mut().transaction()?;
-                let (_, docs) = store::delete_source(&tx, &f.path)?;
-                for d in &docs {
-                    mark_pending(&tx, d)?;
-                }
-                tx.commit()?;
-                self.unflushed.extend(docs);
+                let removed = self.store.delete_source(&f.path)?;
+                self.unflushed.extend(removed.docs);
                 self.flush_index()?;
                 let r = FileReport { path: f.path.clone(), status: FileStatus::Removed, doc_id: Some(f.doc_id), version: None, chunks: 0, reason: None };
                 report.files.push(r.clone());
@@ -637,33 +599,25 @@ impl KnowledgeBase {
         let t_parse = Instant::now();
         let bytes = std::fs::read(path).map_err(|source| RagError::Io { path: path.to_path_buf(), source })?;
         let hash = sha256_hex(&bytes);
-        let existing = store::file_get(self.db.conn(), &path_s)?;
+        let existing = self.store.file_get(&path_s)?;
         let doc = parse::parse_bytes(path, &bytes, &self.opts.limits);
         self.timing[0] += t_parse.elapsed().as_micros();
-        if let Some(ex) = &existing {
-            if ex.content_hash == hash {
-                // Unchanged content; access groups may still have changed.
-                let meta = doc.as_ref().map(|d| d.meta.clone()).unwrap_or_default();
-                let want = Self::groups_for(spec, rel, &meta)?;
-                let have = store::version_get(self.db.conn(), &ex.doc_id, ex.version)?.map(|v| v.groups).unwrap_or_default();
-                let mut want_sorted = want.clone();
-                want_sorted.sort();
-                if want_sorted != have {
-                    let tx = self.db.conn_mut().transaction()?;
-                    tx.execute("DELETE FROM kb_version_groups WHERE doc_id = ?1 AND version IN (SELECT version FROM kb_versions WHERE doc_id = ?1 AND source = ?2)", params![ex.doc_id, path_s])?;
-                    for g in &want {
-                        tx.execute(
-                            "INSERT OR IGNORE INTO kb_version_groups(doc_id, version, grp) SELECT doc_id, version, ?3 FROM kb_versions WHERE doc_id = ?1 AND source = ?2",
-                            params![ex.doc_id, path_s, g],
-                        )?;
-                    }
-                    mark_pending(&tx, &ex.doc_id)?;
-                    tx.commit()?;
-                    self.unflushed.insert(ex.doc_id.clone());
-                    return Ok(FileReport { path: path_s, status: FileStatus::GroupsUpdated, doc_id: Some(ex.doc_id.clone()), version: Some(ex.version), chunks: 0, reason: None });
-                }
-                return Ok(FileReport { path: path_s, status: FileStatus::Unchanged, doc_id: Some(ex.doc_id.clone()), version: Some(ex.version), chunks: 0, reason: None });
+        if let Some(ex) = &existing
+            && ex.content_hash == hash
+        {
+            // Unchanged content; access groups may still have changed.
+            let meta = doc.as_ref().map(|d| d.meta.clone()).unwrap_or_default();
+            let want = Self::groups_for(spec, rel, &meta)?;
+            let have = self.store.version_get(&ex.doc_id, ex.version)?.map(|v| v.groups).unwrap_or_default();
+            let mut want_sorted = want.clone();
+            want_sorted.sort();
+            want_sorted.dedup();
+            if want_sorted != have {
+                self.store.set_source_groups(&ex.doc_id, &path_s, &want)?;
+                self.unflushed.insert(ex.doc_id.clone());
+                return Ok(FileReport { path: path_s, status: FileStatus::GroupsUpdated, doc_id: Some(ex.doc_id.clone()), version: Some(ex.version), chunks: 0, reason: None });
             }
+            return Ok(FileReport { path: path_s, status: FileStatus::Unchanged, doc_id: Some(ex.doc_id.clone()), version: Some(ex.version), chunks: 0, reason: None });
         }
         let doc = doc?;
         *pages += doc.blocks.iter().filter_map(|b| b.page).max().unwrap_or(1) as usize;
@@ -699,18 +653,7 @@ impl KnowledgeBase {
             vectors.extend(vs);
         }
         self.timing[1] += t_embed.elapsed().as_micros();
-        let tx = self.db.conn_mut().transaction()?;
-        let mut touched = vec![doc_id.clone()];
-        if let Some(ex) = &existing {
-            if ex.doc_id != doc_id {
-                let (_, docs) = store::delete_source(&tx, &path_s)?;
-                touched.extend(docs);
-            }
-        }
-        for d in &touched {
-            mark_pending(&tx, d)?;
-        }
-        let version = store::next_version(&tx, &doc_id)?;
+        let version = self.store.next_version(&doc_id)?;
         let mut vmeta = serde_json::Value::Object(meta.clone());
         if let Some(o) = vmeta.as_object_mut() {
             o.insert("path".into(), rel_s.clone().into());
@@ -718,9 +661,26 @@ impl KnowledgeBase {
                 o.insert("notes".into(), doc.notes.clone().into());
             }
         }
-        store::insert_version(
-            &tx,
-            &store::VersionRecord {
+        let records: Vec<ChunkRecord> = chunks
+            .iter()
+            .zip(vectors)
+            .map(|(c, v)| ChunkRecord {
+                chunk_id: sha256_hex(format!("{doc_id}\0{version}\0{}\0{}", c.ord, c.text).as_bytes())[..24].to_string(),
+                doc_id: doc_id.clone(),
+                version,
+                ord: c.ord as i64,
+                text: c.text.clone(),
+                section: c.section.clone(),
+                page: c.page.map(i64::from),
+                tokens: c.tokens as i64,
+                content_hash: sha256_hex(c.text.as_bytes()),
+                vector: Some(v),
+            })
+            .collect();
+        // One unit: the version, its groups and chunks, and the file record marking it done
+        // (a file that became another document drops the old one's versions in the same unit).
+        let touched = self.store.commit_version(&VersionCommit {
+            version: VersionRecord {
                 doc_id: doc_id.clone(),
                 version,
                 label,
@@ -734,31 +694,10 @@ impl KnowledgeBase {
                 groups,
                 current: false,
             },
-        )?;
-        if superseded {
-            tx.execute("UPDATE kb_versions SET superseded = 1 WHERE doc_id = ?1 AND version = ?2", params![doc_id, version])?;
-        }
-        for (c, v) in chunks.iter().zip(vectors) {
-            let chunk_id = sha256_hex(format!("{doc_id}\0{version}\0{}\0{}", c.ord, c.text).as_bytes())[..24].to_string();
-            store::insert_chunk(
-                &tx,
-                &store::ChunkRecord {
-                    chunk_id,
-                    doc_id: doc_id.clone(),
-                    version,
-                    ord: c.ord as i64,
-                    text: c.text.clone(),
-                    section: c.section.clone(),
-                    page: c.page.map(i64::from),
-                    tokens: c.tokens as i64,
-                    content_hash: sha256_hex(c.text.as_bytes()),
-                    vector: Some(v),
-                },
-            )?;
-        }
-        store::recompute_current(&tx, &doc_id)?;
-        store::upsert_file(&tx, &store::FileRecord { path: path_s.clone(), content_hash: hash, doc_id: doc_id.clone(), version, ingested_at })?;
-        tx.commit()?;
+            superseded,
+            chunks: records,
+            file: FileRecord { path: path_s.clone(), content_hash: hash, doc_id: doc_id.clone(), version, ingested_at },
+        })?;
         self.unflushed.extend(touched);
         tracing::info!(file = %path_s, doc = %doc_id, version, chunks = chunks.len(), "ingested");
         let reason = (!doc.notes.is_empty()).then(|| doc.notes.join("; "));
@@ -825,45 +764,21 @@ impl KnowledgeBase {
         let (n, dfs) = if qterms.is_empty() { (0, Vec::new()) } else { self.index.doc_freqs(&q, &qterms)? };
         let idf: Vec<f32> = dfs.iter().map(|&df| idf(n, df)).collect();
         let idf_total: f32 = idf.iter().sum();
-        let conn = self.db.conn();
-        let mut st = conn.prepare_cached(
-            "SELECT c.text, c.section, c.page, c.vector, v.label, v.current, v.title, v.source, v.lang
-             FROM kb_chunks c JOIN kb_versions v ON v.doc_id = c.doc_id AND v.version = c.version WHERE c.chunk_id = ?1",
-        )?;
-        let mut gst = conn.prepare_cached("SELECT grp FROM kb_version_groups WHERE doc_id = ?1 AND version = ?2 ORDER BY grp")?;
+        // The store is the record of truth: a hit it no longer holds is skipped.
+        let ids: Vec<String> = found.iter().filter(|f| req.doc.as_ref().is_none_or(|d| &f.doc_id == d)).map(|f| f.chunk_id.clone()).collect();
+        let mut rows: HashMap<String, SearchChunk> = self.store.search_chunks(&ids)?.into_iter().map(|c| (c.chunk_id.clone(), c)).collect();
         let mut hits = Vec::with_capacity(found.len());
         for f in found {
-            if let Some(doc) = &req.doc {
-                if &f.doc_id != doc {
-                    continue;
-                }
-            }
-            // The store is the record of truth: a hit it no longer holds is skipped.
-            let row = st
-                .query_row([&f.chunk_id], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, Option<i64>>(2)?,
-                        r.get::<_, Option<Vec<u8>>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, i64>(5)? != 0,
-                        r.get::<_, String>(6)?,
-                        r.get::<_, String>(7)?,
-                        r.get::<_, String>(8)?,
-                    ))
-                })
-                .ok();
-            let Some((text, section, page, blob, label, current, title, source, lang)) = row else { continue };
-            let cosine = match (&f.similarity, blob) {
+            let Some(row) = rows.remove(&f.chunk_id) else { continue };
+            let SearchChunk { text, section, page, vector, label, current, title, source, lang, groups, .. } = row;
+            let cosine = match (&f.similarity, vector) {
                 (Some(s), _) => Some(*s),
-                (None, Some(b)) => Some(dot(&qv, &store::blob_to_vec(&b)?)),
+                (None, Some(v)) => Some(dot(&qv, &v)),
                 (None, None) => None,
             };
             let chunk_terms: HashSet<String> = index_terms(&format!("{title}\n{section}\n{text}")).into_iter().collect();
             let found_w: f32 = qterms.iter().zip(&idf).filter(|(t, _)| chunk_terms.contains(*t)).map(|(_, w)| *w).sum();
             let evidence = if idf_total > 0.0 { found_w / idf_total } else { 0.0 };
-            let groups: Vec<String> = gst.query_map(params![f.doc_id, f.version as i64], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
             hits.push(Hit {
                 chunk_id: f.chunk_id,
                 score: f.score,
@@ -895,17 +810,18 @@ impl KnowledgeBase {
     }
 
     /// Versions of every document (for `kb versions` / reports).
-    pub fn versions(&self) -> Result<Vec<store::VersionRecord>> {
-        Ok(store::versions_all(self.db.conn())?)
+    pub fn versions(&self) -> Result<Vec<VersionRecord>> {
+        Ok(self.store.versions_all()?)
     }
 
     /// Counts: (files, versions, current versions, chunks).
     pub fn stats(&self) -> Result<(i64, i64, i64, i64)> {
-        Ok(store::counts(self.db.conn())?)
+        let n = self.store.counts()?;
+        Ok((n.files, n.versions, n.current, n.chunks))
     }
 
     /// `(chunk_id, content_hash)` of every chunk, sorted (compare two KBs' content).
     pub fn fingerprint(&self) -> Result<Vec<(String, String)>> {
-        Ok(store::chunk_fingerprint(self.db.conn())?)
+        Ok(self.store.chunk_fingerprint()?)
     }
 }

@@ -16,6 +16,7 @@ pub mod kb;
 pub mod pii;
 pub mod parse;
 pub mod quickstart;
+pub mod scope;
 pub mod text;
 
 pub use access::AccessMap;
@@ -106,9 +107,6 @@ pub enum RagError {
     /// The retrieval index failed.
     #[error("search index: {0}")]
     Search(trident_search::SearchError),
-    /// SQLite failed.
-    #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
 }
 
 impl RagError {

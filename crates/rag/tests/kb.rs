@@ -1,6 +1,6 @@
 //! End-to-end tests of the knowledge base: the shared sample KB (parsers, access groups,
-//! versions, retrieval quality), bad files, sync and deletion, a randomized ACL test, and a
-//! `kill -9` during ingest.
+//! versions, retrieval quality), bad files, sync and deletion, group and document changes, a
+//! lost index, a randomized ACL test, and a `kill -9` during ingest.
 
 mod common;
 use common::shared_kb;
@@ -199,6 +199,45 @@ fn changed_file_makes_new_version_and_deleted_file_goes() {
     assert!(kb.search(&v1).unwrap().iter().all(|h| !h.text.contains("Доставка")));
     let (files, versions, _, _) = kb.stats().unwrap();
     assert_eq!((files, versions), (1, 1));
+}
+
+/// The store paths besides plain ingestion: new access groups for unchanged content, a file
+/// that becomes another document, and a lost index folder rebuilt from the store on open.
+#[test]
+fn groups_change_document_change_and_lost_index() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    let kb_dir = tmp.path().join("kb");
+    write(&docs.join("a.md"), "Пароль от склада хранится у охраны.\n".as_bytes());
+    let spec = |g: &str| SourceSpec { path: docs.clone(), groups: Some(vec![g.to_string()]), meta: Default::default(), access: None };
+    let mut kb = KnowledgeBase::open(&kb_dir, embedder(), KbOptions::default()).unwrap();
+    kb.ingest(vec![spec("x")], &mut |_| {}).unwrap();
+    let ask = |kb: &KnowledgeBase, g: &str| kb.search(&SearchRequest::new("пароль склада", vec![g.to_string()], 3)).unwrap();
+    assert_eq!(ask(&kb, "x").len(), 1);
+    assert!(ask(&kb, "y").is_empty());
+    // Same content, other groups: the groups change and reach the index.
+    let r = kb.ingest(vec![spec("y")], &mut |_| {}).unwrap();
+    assert_eq!(r.count(FileStatus::GroupsUpdated), 1);
+    assert!(ask(&kb, "x").is_empty());
+    assert_eq!(ask(&kb, "y")[0].groups, vec!["y".to_string()]);
+    assert!(kb.store().unindexed_docs().unwrap().is_empty(), "every write confirmed in the index");
+    // The file becomes another document (front matter id): the old document goes.
+    write(&docs.join("a.md"), "---\nid: склад\n---\nПароль от склада хранится у охраны.\n".as_bytes());
+    let r = kb.sync(&mut |_| {}).unwrap();
+    assert_eq!(r.count(FileStatus::Added), 1);
+    let vs = kb.versions().unwrap();
+    assert_eq!(vs.iter().map(|v| (v.doc_id.as_str(), v.version, v.current)).collect::<Vec<_>>(), vec![("склад", 1, true)]);
+    let hits = ask(&kb, "y");
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0].doc_id, "склад");
+    let fingerprint = kb.fingerprint().unwrap();
+    // The index folder is lost: the next open rebuilds it from the store.
+    drop(kb);
+    std::fs::remove_dir_all(kb_dir.join("index")).unwrap();
+    let kb = KnowledgeBase::open(&kb_dir, embedder(), KbOptions::default()).unwrap();
+    assert_eq!(ask(&kb, "y")[0].doc_id, "склад");
+    assert_eq!(kb.fingerprint().unwrap(), fingerprint);
+    assert_eq!(kb.stats().unwrap(), (1, 1, 1, fingerprint.len() as i64));
 }
 
 #[test]

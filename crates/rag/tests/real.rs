@@ -239,3 +239,34 @@ fn prompt_report() {
         eprintln!("== {} {} [{}] {}\n-> {:?} {:?}", q.id, q.expect, if ok { "ok" } else { "--" }, q.question, a.answer, a.reason);
     }
 }
+
+/// Scope conflicts on the shared set: kb-045 (a Moscow employee asking for the St Petersburg
+/// code word) is declined without the model, while no "answer" question loses its gold source
+/// to the rule. Needs no LLM: answering without a generator is extractive.
+#[test]
+fn scope_conflicts_decline_another_office_and_spare_every_answerable_question() {
+    let (Some(e), Some(shared)) = (e5(), shared_kb()) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut kb = KnowledgeBase::open(&tmp.path().join("kb"), e, KbOptions::default()).unwrap();
+    let access = AccessMap::load(&shared.join("access.json")).unwrap();
+    kb.ingest(vec![spec(&shared.join("docs"), Some(access))], &mut |_| {}).unwrap();
+    let questions = trident_rag::eval::load_questions(&shared.join("questions.jsonl")).unwrap();
+    let mut checked = 0;
+    for q in &questions {
+        let req = SearchRequest::new(q.question.clone(), trident_rag::eval::asker_groups(q), 5);
+        if q.expect == "answer" {
+            for h in kb.search(&req).unwrap().iter().filter(|h| q.sources.iter().any(|s| h.source.ends_with(s.as_str()))) {
+                let text = format!("{}\n{}\n{}", h.title, h.section, h.text);
+                assert_eq!(trident_rag::scope::conflict(&q.question, &text), None, "{}: gold source dropped", q.id);
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 40, "only {checked} gold hits checked");
+    let q = questions.iter().find(|q| q.id == "kb-045").expect("kb-045 in the shared set");
+    let req = SearchRequest::new(q.question.clone(), trident_rag::eval::asker_groups(q), 5);
+    let a = trident_rag::answer::answer(&kb, &q.question, &req, None, &AnswerConfig::default()).unwrap();
+    assert!(a.refused, "{a:?}");
+    assert!(a.reason.as_deref().unwrap_or("").contains("петербургском офисе"), "{a:?}");
+    assert!(!a.answer.contains("ВЕСНА-МСК") && a.citations.is_empty(), "{a:?}");
+}
