@@ -204,3 +204,45 @@ fn bad_input_exits_with_code_2() {
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     assert!(!Path::new(&e.home().join("adapters/y")).join("v1").exists());
 }
+
+#[test]
+fn logits_with_an_adapter_differ_from_the_base() {
+    let e = env(Family::Qwen2, 4);
+    let out = run(trident(&e.home()).args(train_args(&e, "tone", &["--epochs", "2"])));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    let base = e.base.to_str().unwrap();
+    let logits = |spec: &str, extra: &[&str]| -> serde_json::Value {
+        let out = run(trident(&e.home()).args(["--json", "lora", "logits", spec, "--base", base, "--top", "5"]).args(extra));
+        assert_eq!(code(&out), 0, "{spec} {extra:?}: {}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap_or_else(|err| panic!("{err}: {}", stdout(&out)))
+    };
+    let toks = ["--tokens", "3,17,42,8,99"];
+    let plain = logits("none", &toks);
+    let tuned = logits("tone@1", &toks);
+    assert_eq!(plain["kind"], "logits");
+    assert_eq!(tuned["adapter"], "tone@1");
+    assert_eq!(tuned["tokens"], serde_json::json!([3, 17, 42, 8, 99]));
+    let positions = tuned["positions"].as_array().unwrap();
+    assert_eq!(positions.len(), 5);
+    assert!(positions.iter().all(|p| p["top_ids"].as_array().unwrap().len() == 5 && p["top_logits"].as_array().unwrap().len() == 5));
+    assert_ne!(plain["positions"], tuned["positions"], "the adapter must change the logits");
+    // The same adapter as a plain PEFT directory gives the same numbers.
+    let dir = e.home().join("adapters/tone/v1");
+    assert_eq!(logits(dir.to_str().unwrap(), &toks)["positions"], tuned["positions"]);
+    // llama.cpp: log-probs, and the adapter changes them too.
+    let ll = logits("tone", &["--tokens", "3,17,42,8,99", "--engine", "llama"]);
+    assert_eq!(ll["kind"], "logprobs");
+    assert_ne!(ll["positions"], logits("none", &["--tokens", "3,17,42,8,99", "--engine", "llama"])["positions"]);
+    // Text through the model's tokenizer; plain output.
+    assert!(!logits("tone", &["--text", "ticket 1: help"])["tokens"].as_array().unwrap().is_empty());
+    let out = run(trident(&e.home()).args(["lora", "logits", "tone", "--base", base, "--tokens", "3,4"]));
+    assert_eq!(code(&out), 0, "{}", stderr(&out));
+    assert!(stdout(&out).contains("candle logits, adapter tone@1"), "{}", stdout(&out));
+    // Bad input: exit code 2.
+    for bad in [&["--tokens", "3,4", "--top", "0"][..], &["--tokens", "99999999"], &["--tokens", "x"], &[]] {
+        let out = run(trident(&e.home()).args(["lora", "logits", "tone", "--base", base]).args(bad));
+        assert_eq!(code(&out), 2, "{bad:?}: {}", stderr(&out));
+    }
+    let out = run(trident(&e.home()).args(["lora", "logits", "nope", "--base", base, "--tokens", "3"]));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+}

@@ -12,6 +12,8 @@
 //!   [`adapter::resolve_adapter`] for inference.
 //! - [`eval`]: `trident lora eval` — held-out loss/perplexity through the engine and generation
 //!   metrics (exact match, token F1, chrF, JSON validity and key set), side by side.
+//! - [`logits`]: `trident lora logits` — next-token logits of a base with an adapter (candle,
+//!   f32 on the dequantized base; or llama.cpp log-probs), for the PEFT cross-check.
 //! - [`plot`]: loss curves as CSV and SVG.
 //! - [`tokens`]: conversation → tokens + answer-token mask through the engine's tokenizer and
 //!   chat template (shared by training and evaluation).
@@ -21,6 +23,7 @@
 pub mod adapter;
 pub mod data;
 pub mod eval;
+pub mod logits;
 pub mod plot;
 pub mod tokens;
 pub mod train;

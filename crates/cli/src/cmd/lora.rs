@@ -1,4 +1,5 @@
-//! `trident lora`: train, list, show, rm, import, export and evaluate LoRA adapters; and
+//! `trident lora`: train, list, show, rm, import, export, evaluate LoRA adapters and print
+//! their next-token logits (`logits`, the PEFT cross-check); and
 //! [`load_adapter_into`], the `--adapter NAME[@VERSION][:SCALE]` resolution shared by
 //! `generate`, `chat` and `ask`.
 
@@ -64,6 +65,44 @@ pub enum LoraCommand {
     },
     /// Evaluate an adapter against the base model (with and without a prompt) on held-out data.
     Eval(EvalArgs),
+    /// Print the top next-token logits at every position of a text, with an adapter (or
+    /// `none`): the numbers to compare with PyTorch + PEFT on the same dequantized base.
+    Logits(LogitsArgs),
+}
+
+/// Which implementation `trident lora logits` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogitsEngine {
+    /// The training model code: f32, base weights dequantized, LoRA at alpha/r (raw logits).
+    Candle,
+    /// The llama.cpp backend on the quantized base with the GGUF-LoRA export (log-probs).
+    Llama,
+}
+
+/// Arguments of `trident lora logits`.
+#[derive(Debug, clap::Args)]
+pub struct LogitsArgs {
+    /// NAME[@VERSION][:SCALE], a PEFT adapter directory (DIR[:SCALE]), or `none` for the base model.
+    pub spec: String,
+    /// Base model (name or GGUF path; default: the one a stored adapter was made for, else `engine.model`).
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Text to score, tokenized by the base model's own tokenizer.
+    #[arg(long, conflicts_with = "tokens", required_unless_present = "tokens")]
+    pub text: Option<String>,
+    /// Token ids to score, comma-separated (e.g. from another tokenizer, to compare on the same ids).
+    #[arg(long, value_delimiter = ',', num_args = 1)]
+    pub tokens: Option<Vec<u32>>,
+    /// Top tokens printed per position.
+    #[arg(long, default_value_t = 20)]
+    pub top: usize,
+    /// Implementation: `candle` (f32 logits on the dequantized base) or `llama` (llama.cpp
+    /// log-probs on the quantized base).
+    #[arg(long, value_enum, default_value_t = LogitsEngine::Candle)]
+    pub engine: LogitsEngine,
+    /// CPU threads for `--engine llama` (0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
 }
 
 /// Arguments of `trident lora train`.
@@ -270,7 +309,63 @@ pub fn run(args: LoraArgs, ctx: &Context) -> anyhow::Result<()> {
             Ok(())
         }
         LoraCommand::Eval(a) => run_eval(a, &store, ctx),
+        LoraCommand::Logits(a) => run_logits(a, &store, ctx),
     }
+}
+
+fn run_logits(a: LogitsArgs, store: &AdapterStore, ctx: &Context) -> anyhow::Result<()> {
+    use trident_lora::logits;
+    let base = match &a.base {
+        Some(b) => resolve_model(b, ctx)?,
+        None => {
+            // A stored adapter knows its base; otherwise the configured model.
+            let recorded = AdapterSpec::parse(&a.spec)
+                .ok()
+                .filter(|p| a.spec != "none" && !p.name.contains('/'))
+                .and_then(|p| store.find(&p).ok())
+                .and_then(|s| s.meta.map(|m| PathBuf::from(m.base.path)))
+                .filter(|p| p.is_file());
+            match recorded {
+                Some(p) => p,
+                None => resolve_model(&ctx.config.engine.model, ctx)?,
+            }
+        }
+    };
+    let adapter = logits::resolve_logits_adapter(&ctx.home, &a.spec, &base).map_err(lora_err)?;
+    let tokens = match (&a.tokens, &a.text) {
+        (Some(t), _) => t.clone(),
+        (None, Some(text)) => logits::tokenize(&base, text).map_err(lora_err)?,
+        (None, None) => return Err(crate::bad_input!("give --text or --tokens")),
+    };
+    let (kind, positions) = match a.engine {
+        LogitsEngine::Candle => ("logits", logits::candle_top_tokens(&base, adapter.as_ref(), &tokens, a.top).map_err(lora_err)?),
+        LogitsEngine::Llama => ("logprobs", logits::llama_top_tokens(&base, adapter.as_ref(), &tokens, a.top, a.threads).map_err(lora_err)?),
+    };
+    let engine = match a.engine {
+        LogitsEngine::Candle => "candle",
+        LogitsEngine::Llama => "llama",
+    };
+    let label = adapter.as_ref().map(|x| x.label.clone());
+    let scale = adapter.as_ref().map(|x| x.scale);
+    let lora = adapter.as_ref().map(|x| serde_json::json!({ "r": x.adapter.config.r, "alpha": x.adapter.config.lora_alpha }));
+    if ctx.json {
+        return crate::output::print_json(&serde_json::json!({
+            "engine": engine, "kind": kind, "base": base, "adapter": label, "scale": scale, "lora": lora,
+            "tokens": tokens, "positions": positions,
+        }));
+    }
+    println!(
+        "{engine} {kind}, {} on {} ({} tokens)",
+        label.map(|l| format!("adapter {l} (scale {})", scale.unwrap_or(1.0))).unwrap_or_else(|| "no adapter".into()),
+        base.display(),
+        tokens.len()
+    );
+    for (i, (tok, p)) in tokens.iter().zip(&positions).enumerate() {
+        let values = if p.top_logits.is_empty() { &p.top_logprobs } else { &p.top_logits };
+        let top: Vec<String> = p.top_ids.iter().zip(values).map(|(id, v)| format!("{id}:{v:.4}")).collect();
+        println!("{i:>4} {tok:>7} -> {}", top.join(" "));
+    }
+    Ok(())
 }
 
 fn run_list(store: &AdapterStore, ctx: &Context) -> anyhow::Result<()> {
