@@ -112,7 +112,12 @@ fn main() {
         let build = t0.elapsed();
         drop(idx);
         let t1 = Instant::now();
-        let idx = HybridIndex::open_or_create(dir.path(), &meta).expect("reopen");
+        // HQ_EXACT_THRESHOLD overrides the exact-vs-graph switch (readable chunks), for tuning.
+        let mut config = trident_search::SearchConfig::default();
+        if let Some(t) = std::env::var("HQ_EXACT_THRESHOLD").ok().and_then(|v| v.parse().ok()) {
+            config.exact_threshold = t;
+        }
+        let idx = HybridIndex::open_with(dir.path(), &meta, config).expect("reopen");
         let reopen = t1.elapsed();
         let queries: Vec<SearchQuery> = (0..400)
             .map(|_| {

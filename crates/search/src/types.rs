@@ -125,7 +125,9 @@ pub struct SearchConfig {
     /// Each list (BM25, vector) is cut at `max(k, 10) × fetch_factor` before fusion.
     pub fetch_factor: usize,
     /// Readable sets up to this many chunks are searched exactly instead of through the ANN
-    /// graph (restrictive filters make graph search lose recall).
+    /// graph (restrictive filters make graph search lose recall). Measured on the 2-core VM
+    /// (bench/rag/hybrid_query.rs): a filtered graph search costs ~7 ms at 10k chunks, an
+    /// exact scan ~3 ms at ~5k readable and ~30 ms at ~50k, so the switch sits near 16k.
     pub exact_threshold: usize,
     /// HNSW search breadth.
     pub ef_search: usize,
@@ -135,6 +137,6 @@ pub struct SearchConfig {
 
 impl Default for SearchConfig {
     fn default() -> Self {
-        SearchConfig { rrf_k: 60.0, fetch_factor: 4, exact_threshold: 4096, ef_search: 96, rerank_top: 30 }
+        SearchConfig { rrf_k: 60.0, fetch_factor: 4, exact_threshold: 16_384, ef_search: 96, rerank_top: 30 }
     }
 }
