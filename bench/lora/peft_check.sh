@@ -9,17 +9,7 @@
 # float32 in PyTorch (about 3 GB of RAM) and takes a few minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-VENV=bench/work/venv
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "== creating $VENV" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q torch transformers
-fi
-if ! "$VENV/bin/python" -c "import peft, gguf, accelerate" 2>/dev/null; then
-  echo "== installing peft, gguf, accelerate into $VENV" >&2
-  "$VENV/bin/pip" install -q peft gguf accelerate
-fi
+. bench/lora/venv.sh
 if [[ " $* " != *" --trident "* ]] && [ ! -x target/release/trident ] && [ ! -x target/debug/trident ]; then
   echo "== building trident (release)" >&2
   cargo build --release -q -p trident-cli

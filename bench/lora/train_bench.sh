@@ -29,17 +29,7 @@ NOTE=${NOTE:-}
 [ -x "$TRIDENT" ] || { echo "trident binary $TRIDENT not found (set TRIDENT=…, or cargo build --release -p trident-cli)" >&2; exit 2; }
 case "$CKPT" in both|on|off) ;; *) echo "CKPT must be both, on or off" >&2; exit 2 ;; esac
 
-VENV=bench/work/venv
-if [ ! -x "$VENV/bin/python" ]; then
-  echo "== creating $VENV" >&2
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q torch transformers
-fi
-if ! "$VENV/bin/python" -c "import peft, gguf, accelerate" 2>/dev/null; then
-  echo "== installing peft, gguf, accelerate into $VENV" >&2
-  "$VENV/bin/pip" install -q peft gguf accelerate
-fi
+. bench/lora/venv.sh
 export TQDM_DISABLE=1 HF_HUB_DISABLE_PROGRESS_BARS=1 HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error
 # PyTorch's thread pools follow torch.set_num_threads; these keep OpenMP/MKL from oversubscribing.
 export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS

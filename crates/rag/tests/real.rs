@@ -41,6 +41,17 @@ fn spec(path: &Path, access: Option<AccessMap>) -> SourceSpec {
     SourceSpec { path: path.to_path_buf(), groups: None, meta: Default::default(), access }
 }
 
+/// The shared KB (`../shared/kb`) ingested with its access map into a temporary folder (kept
+/// alive by the returned guard), or `None` when e5 or the shared data is missing.
+fn shared_kb_ingested() -> Option<(tempfile::TempDir, KnowledgeBase, PathBuf)> {
+    let (Some(e), Some(shared)) = (e5(), shared_kb()) else { return None };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut kb = KnowledgeBase::open(&tmp.path().join("kb"), e, KbOptions::default()).unwrap();
+    let access = AccessMap::load(&shared.join("access.json")).unwrap();
+    kb.ingest(vec![spec(&shared.join("docs"), Some(access))], &mut |_| {}).unwrap();
+    Some((tmp, kb, shared))
+}
+
 #[test]
 fn ingest_then_ask_answers_with_a_citation() {
     let (Some(e), Some(g)) = (e5(), llm()) else { return };
@@ -184,11 +195,7 @@ fn randomized_acl_on_the_real_index() {
 #[test]
 #[ignore = "calibration report, run by hand"]
 fn calibration_report() {
-    let (Some(e), Some(shared)) = (e5(), shared_kb()) else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let mut kb = KnowledgeBase::open(&tmp.path().join("kb"), e, KbOptions::default()).unwrap();
-    let access = AccessMap::load(&shared.join("access.json")).unwrap();
-    kb.ingest(vec![spec(&shared.join("docs"), Some(access))], &mut |_| {}).unwrap();
+    let Some((_tmp, kb, shared)) = shared_kb_ingested() else { return };
     let questions = trident_rag::eval::load_questions(&shared.join("questions.jsonl")).unwrap();
     let mut rows = Vec::new();
     for q in &questions {
@@ -223,11 +230,8 @@ fn calibration_report() {
 #[test]
 #[ignore = "prompt report, run by hand"]
 fn prompt_report() {
-    let (Some(e), Some(g), Some(shared)) = (e5(), llm(), shared_kb()) else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let mut kb = KnowledgeBase::open(&tmp.path().join("kb"), e, KbOptions::default()).unwrap();
-    let access = AccessMap::load(&shared.join("access.json")).unwrap();
-    kb.ingest(vec![spec(&shared.join("docs"), Some(access))], &mut |_| {}).unwrap();
+    let Some(g) = llm() else { return };
+    let Some((_tmp, kb, shared)) = shared_kb_ingested() else { return };
     let only: Vec<String> = std::env::var("RAG_QIDS").unwrap_or_default().split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
     for q in trident_rag::eval::load_questions(&shared.join("questions.jsonl")).unwrap() {
         if !only.is_empty() && !only.contains(&q.id) {
@@ -245,11 +249,7 @@ fn prompt_report() {
 /// to the rule. Needs no LLM: answering without a generator is extractive.
 #[test]
 fn scope_conflicts_decline_another_office_and_spare_every_answerable_question() {
-    let (Some(e), Some(shared)) = (e5(), shared_kb()) else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let mut kb = KnowledgeBase::open(&tmp.path().join("kb"), e, KbOptions::default()).unwrap();
-    let access = AccessMap::load(&shared.join("access.json")).unwrap();
-    kb.ingest(vec![spec(&shared.join("docs"), Some(access))], &mut |_| {}).unwrap();
+    let Some((_tmp, kb, shared)) = shared_kb_ingested() else { return };
     let questions = trident_rag::eval::load_questions(&shared.join("questions.jsonl")).unwrap();
     let mut checked = 0;
     for q in &questions {
