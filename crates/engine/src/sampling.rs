@@ -178,6 +178,43 @@ pub fn sorted_candidates(logits: &[f32]) -> Vec<Candidate> {
     c
 }
 
+/// Relative probability below which a token is dropped before sorting: `e^-30` of the most
+/// likely one. Over Gemma's 262k vocabulary the dropped mass is < 3e-8 in total, and sorting only
+/// the rest turns a full sort per generated token (~15 ms, a third of Gemma's decode step
+/// at temperature 0.7) into a scan.
+const NEGLIGIBLE_LOG_RATIO: f32 = -30.0;
+
+/// The candidates sampling needs, sorted like [`sorted_candidates`]: with `top_k > 0` only the
+/// `k` best (selected in linear time, then sorted: the same list a full sort would truncate);
+/// otherwise every token whose probability at temperature `t` is at least `e^-30` of the best's.
+pub fn candidates_for(logits: &[f32], top_k: usize, t: f32) -> Vec<Candidate> {
+    let cmp = |a: &Candidate, b: &Candidate| b.logit.total_cmp(&a.logit).then(a.id.cmp(&b.id));
+    let finite = |l: &f32| l.is_finite() || *l == f32::INFINITY;
+    if top_k > 0 && top_k < logits.len() {
+        let mut c: Vec<Candidate> =
+            logits.iter().enumerate().filter(|(_, l)| finite(l)).map(|(i, &l)| Candidate { id: i as u32, logit: l }).collect();
+        if c.len() > top_k {
+            c.select_nth_unstable_by(top_k - 1, cmp);
+            c.truncate(top_k);
+        }
+        c.sort_by(cmp);
+        return c;
+    }
+    let max = logits.iter().copied().filter(|l| finite(l)).fold(f32::NEG_INFINITY, f32::max);
+    if !max.is_finite() || t <= 0.0 {
+        return sorted_candidates(logits);
+    }
+    let floor = max + NEGLIGIBLE_LOG_RATIO * t;
+    let mut c: Vec<Candidate> = logits
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| finite(l) && **l >= floor)
+        .map(|(i, &l)| Candidate { id: i as u32, logit: l })
+        .collect();
+    c.sort_by(cmp);
+    c
+}
+
 /// Softmax probabilities of sorted candidates at temperature 1.
 pub fn softmax(c: &[Candidate]) -> Vec<f32> {
     let Some(max) = c.first().map(|c| c.logit) else { return Vec::new() };
@@ -299,7 +336,7 @@ impl Sampler {
         if self.params.is_greedy() {
             return argmax(&l).ok_or_else(none);
         }
-        let mut c = sorted_candidates(&l);
+        let mut c = candidates_for(&l, self.params.top_k, self.params.temperature);
         if c.is_empty() {
             return Err(none());
         }
@@ -415,6 +452,23 @@ mod tests {
         p.penalty_last_n = 1;
         let mut s = Sampler::new(p, &[]);
         assert_eq!(s.sample(&logits(), &[1, 2]).unwrap(), 1);
+    }
+
+    #[test]
+    fn candidates_for_matches_a_full_sort() {
+        let l: Vec<f32> = (0..5000u32).map(|i| ((i * 7919) % 1000) as f32 / 37.0 - 10.0).collect();
+        let full = sorted_candidates(&l);
+        for k in [1usize, 3, 40, 4999] {
+            let c = candidates_for(&l, k, 0.7);
+            assert_eq!(c.iter().map(|c| c.id).collect::<Vec<_>>(), full[..k].iter().map(|c| c.id).collect::<Vec<_>>());
+        }
+        // No top-k: only the negligible tail (relative probability < e^-30) goes.
+        let mut wide = l.clone();
+        wide[17] = -1000.0;
+        let c = candidates_for(&wide, 0, 1.0);
+        assert!(c.iter().all(|c| c.id != 17));
+        assert_eq!(c.len(), 4999);
+        assert_eq!(c[..50].iter().map(|c| c.id).collect::<Vec<_>>(), sorted_candidates(&wide)[..50].iter().map(|c| c.id).collect::<Vec<_>>());
     }
 
     #[test]
