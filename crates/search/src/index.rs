@@ -681,7 +681,9 @@ impl HybridIndex {
         // BM25 side: text ∧ filter (the filter contributes no score)
         let mut bm25: Vec<(usize, f32, DocAddress)> = Vec::new();
         let terms: BTreeSet<String> = analyze(&q.text).into_iter().collect();
-        if !terms.is_empty() {
+        // The readable set, looked up once for both sides.
+        let allowed = if terms.is_empty() && q.vector.is_none() { None } else { Some(self.allowed(&searcher, q, filter.as_ref())?) };
+        if let (false, Some(allowed)) = (terms.is_empty(), &allowed) {
             let text_q: Vec<(Occur, Box<dyn Query>)> = terms
                 .iter()
                 .map(|t| {
@@ -694,7 +696,6 @@ impl HybridIndex {
                 (Occur::Must, Box::new(BooleanQuery::new(text_q)) as Box<dyn Query>),
                 (Occur::Must, Box::new(ConstScoreQuery::new(filter.box_clone(), 0.0))),
             ]);
-            let allowed = self.allowed(&searcher, q, filter.as_ref())?;
             let stats =
                 ReadableStats { searcher: &searcher, filter: filter.as_ref(), docs: allowed.ids.len() as u64, tokens: allowed.tokens };
             let top = searcher.search_with_statistics_provider(&full, &TopDocs::with_limit(fetch).order_by_score(), &stats)?;
@@ -708,12 +709,11 @@ impl HybridIndex {
 
         // vector side: only readable ids are ever visited
         let mut vect: Vec<(usize, f32)> = Vec::new();
-        if let Some(v) = &q.vector {
+        if let (Some(v), Some(allowed)) = (&q.vector, &allowed) {
             let mut qv = v.clone();
             let n = qv.iter().map(|x| x * x).sum::<f32>().sqrt();
             if n.is_finite() && n > 1e-12 {
                 qv.iter_mut().for_each(|x| *x /= n);
-                let allowed = self.allowed(&searcher, q, filter.as_ref())?;
                 if allowed.ids.len() <= self.config.exact_threshold {
                     vect = self.ann.search_exact(&qv, fetch, &allowed.ids);
                 } else {
