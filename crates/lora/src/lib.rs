@@ -28,6 +28,7 @@ pub mod plot;
 pub mod tokens;
 pub mod train;
 
+pub use trident_nn::memory::keep_freed_memory;
 pub use trident_nn::LoraTarget;
 
 use std::path::PathBuf;

@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => Precision::Dequantized,
     };
     let checkpointing = args.get(5).map(String::as_str) != Some("nockpt");
+    trident_nn::memory::keep_freed_memory();
     let lora = LoraConfig { rank: 16, alpha: 32.0, dropout: 0.0, targets: LoraTarget::ALL.to_vec(), init_seed: 1 };
     let t0 = Instant::now();
     let model = load_model(&path, &LoadOptions { lora: Some(lora), precision, checkpointing, ..Default::default() })?;

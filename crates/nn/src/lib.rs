@@ -40,6 +40,7 @@ pub mod decoder;
 pub mod error;
 pub mod families;
 pub mod lora;
+pub mod memory;
 pub mod qlinear;
 
 #[cfg(test)]

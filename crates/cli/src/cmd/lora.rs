@@ -418,6 +418,8 @@ fn run_train(a: TrainArgs, store: &AdapterStore, ctx: &Context) -> anyhow::Resul
         }
     }
     let targets = LoraTarget::parse_list(&a.targets).map_err(|e| crate::bad_input!("--targets: {e}"))?;
+    // Activation buffers are freed and re-allocated every step: keep them mapped.
+    trident_lora::keep_freed_memory();
     let opts = TrainOptions {
         base,
         data: a.data.clone(),
