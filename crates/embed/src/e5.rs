@@ -230,15 +230,15 @@ impl E5Embedder {
             qkv_b.extend(f32s(&n("v.b"), hidden)?);
             ls.push(Layer {
                 qkv_w: linear_t(qkv, 3 * hidden, hidden)?,
-                qkv_b: vec1(qkv_b)?,
+                qkv_b,
                 ao_w: linear_t(q4(&n("ao.w"), hidden, hidden)?, hidden, hidden)?,
-                ao_b: vec1(f32s(&n("ao.b"), hidden)?)?,
+                ao_b: f32s(&n("ao.b"), hidden)?,
                 aln_w: vec1(f32s(&n("aln.w"), hidden)?)?,
                 aln_b: vec1(f32s(&n("aln.b"), hidden)?)?,
                 fi_w: linear_t(q4(&n("fi.w"), ff, hidden)?, ff, hidden)?,
-                fi_b: vec1(f32s(&n("fi.b"), ff)?)?,
+                fi_b: f32s(&n("fi.b"), ff)?,
                 fo_w: linear_t(q4(&n("fo.w"), hidden, ff)?, hidden, ff)?,
-                fo_b: vec1(f32s(&n("fo.b"), hidden)?)?,
+                fo_b: f32s(&n("fo.b"), hidden)?,
                 oln_w: vec1(f32s(&n("oln.w"), hidden)?)?,
                 oln_b: vec1(f32s(&n("oln.b"), hidden)?)?,
             });

@@ -136,15 +136,15 @@ impl BertEmbedder {
             let (olw, olb) = ln(&format!("{p}output.LayerNorm"))?;
             layers.push(Layer {
                 qkv_w: linear_t(qkv, 3 * h, h)?,
-                qkv_b: vec1(qkv_b)?,
+                qkv_b,
                 ao_w: linear_t(w("attention.output.dense", h, h)?, h, h)?,
-                ao_b: vec1(b("attention.output.dense", h)?)?,
+                ao_b: b("attention.output.dense", h)?,
                 aln_w: vec1(alw)?,
                 aln_b: vec1(alb)?,
                 fi_w: linear_t(w("intermediate.dense", ff, h)?, ff, h)?,
-                fi_b: vec1(b("intermediate.dense", ff)?)?,
+                fi_b: b("intermediate.dense", ff)?,
                 fo_w: linear_t(w("output.dense", h, ff)?, h, ff)?,
-                fo_b: vec1(b("output.dense", h)?)?,
+                fo_b: b("output.dense", h)?,
                 oln_w: vec1(olw)?,
                 oln_b: vec1(olb)?,
             });
