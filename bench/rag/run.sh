@@ -17,7 +17,9 @@ RAYON_NUM_THREADS=$THREADS cargo bench -p trident-embed --bench embed_throughput
 if [[ "${ST:-0}" == 1 && -n "${MINILM_DIR:-}" ]]; then
   if [[ ! -x "$WORK/venv/bin/python" ]]; then
     python3 -m venv "$WORK/venv"
-    "$WORK/venv/bin/pip" install -q --index-url https://download.pytorch.org/whl/cpu torch
+    # The CPU-only wheel index first; where only PyPI is reachable, its (CUDA) build runs on CPU too.
+    "$WORK/venv/bin/pip" install -q --index-url https://download.pytorch.org/whl/cpu torch \
+      || "$WORK/venv/bin/pip" install -q torch
     "$WORK/venv/bin/pip" install -q sentence-transformers
   fi
   "$WORK/venv/bin/python" bench/rag/st_baseline.py "$MINILM_DIR" "$WORK/passages_minilm.txt" "$THREADS"
