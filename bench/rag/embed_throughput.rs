@@ -1,14 +1,14 @@
 //! Embedding throughput (texts/s) on 256-token passages.
 //!
 //! `cargo bench -p trident-embed --bench embed_throughput -- --minilm DIR --e5 FILE [--n 256]
-//!  [--out bench/work/passages_minilm.txt]`
+//!  [--out bench/work/passages_minilm.txt] [--runtime llama|llama-bf16|candle|all]`
 //! Passages are built from a fixed word list until the model's tokenizer counts 256 tokens
 //! (special tokens included); the MiniLM passages are written to `--out` so that
 //! `st_baseline.py` embeds exactly the same texts with sentence-transformers.
 
 use std::time::Instant;
 
-use trident_embed::{BertEmbedder, E5Embedder, Embedder};
+use trident_embed::{BertEmbedder, E5Embedder, Embedder, EncoderRuntime};
 
 const EN: &str = "the company policy requires every employee to submit expense reports within thirty days of \
 travel and managers approve them after checking receipts against the budget of the department while \
@@ -57,9 +57,24 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let get = |flag: &str| args.iter().position(|a| a == flag).and_then(|i| args.get(i + 1)).cloned();
     let n: usize = get("--n").and_then(|v| v.parse().ok()).unwrap_or(256);
+    let runtimes: Vec<EncoderRuntime> = match get("--runtime").as_deref() {
+        None | Some("all") => vec![EncoderRuntime::Llama, EncoderRuntime::LlamaBf16, EncoderRuntime::Candle],
+        Some(r) => vec![r.parse().expect("--runtime llama|llama-bf16|candle|all")],
+    };
     println!("threads: {}", rayon::current_num_threads());
+    for rt in runtimes {
+        run(&get, n, rt);
+    }
+}
+
+fn run(get: &dyn Fn(&str) -> Option<String>, n: usize, rt: EncoderRuntime) {
+    let label = match rt {
+        EncoderRuntime::Llama => "llama.cpp f32",
+        EncoderRuntime::LlamaBf16 => "llama.cpp bf16",
+        EncoderRuntime::Candle => "candle",
+    };
     if let Some(dir) = get("--minilm") {
-        let e = BertEmbedder::load(&dir).expect("load all-MiniLM-L6-v2");
+        let e = BertEmbedder::load_on(&dir, rt).expect("load all-MiniLM-L6-v2");
         let words: Vec<&str> = EN.split_whitespace().collect();
         let texts = passages(&e, n, 256, &words);
         if let Some(out) = get("--out") {
@@ -68,13 +83,13 @@ fn main() {
             }
             std::fs::write(&out, texts.join("\n") + "\n").expect("write passages");
         }
-        measure("all-MiniLM-L6-v2 (trident, candle)", &e, &texts);
+        measure(&format!("all-MiniLM-L6-v2 (trident, {label})"), &e, &texts);
     }
     if let Some(path) = get("--e5") {
-        let e = E5Embedder::load(&path).expect("load e5");
+        let e = E5Embedder::load_on(&path, rt).expect("load e5");
         let mut words: Vec<&str> = RU.split_whitespace().collect();
         words.extend(EN.split_whitespace().take(20));
         let texts = passages(&e, n.min(128), 256, &words);
-        measure("multilingual-e5-small q4 (trident, candle)", &e, &texts);
+        measure(&format!("multilingual-e5-small q4 (trident, {label})"), &e, &texts);
     }
 }

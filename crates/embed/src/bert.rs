@@ -290,12 +290,13 @@ pub(crate) fn plan_batches(lens: &[usize], max_batch: usize, token_budget: usize
     out
 }
 
+/// Test fixtures shared with the llama.cpp runtime's tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
 
     /// A small random encoder (2 layers, hidden 64, 4 heads).
-    fn tiny_bert() -> Bert {
+    pub(crate) fn tiny_bert() -> Bert {
         let mut state = 0x2545_f491_4f6c_dd1du64;
         let mut rnd = |n: usize, amp: f32| -> Vec<f32> {
             (0..n)
@@ -335,6 +336,12 @@ mod tests {
             layers,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use super::fixtures::tiny_bert;
 
     /// The encoder written plainly with candle ops (additive -1e9 mask, `gelu_erf`): the
     /// oracle for the fused passes.

