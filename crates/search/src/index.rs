@@ -616,8 +616,8 @@ impl HybridIndex {
                 return Ok(a.clone());
             }
         }
-        let mut ids = searcher.search(filter, &AnnIdCollector)?;
-        let tokens = searcher.search(filter, &TokenSumCollector)?;
+        // one pass over the readable documents for both figures
+        let (mut ids, tokens) = searcher.search(filter, &(AnnIdCollector, TokenSumCollector))?;
         ids.sort_unstable();
         let max = ids.last().copied().unwrap_or(0);
         let mut bits = vec![0u64; max / 64 + 1];
@@ -880,6 +880,12 @@ impl SegmentCollector for AnnIdSegment {
             self.out.push(id as usize);
         }
     }
+    // Unscored queries hand over blocks of documents: read the column in bulk.
+    fn collect_block(&mut self, docs: &[DocId]) {
+        let mut vals = vec![None; docs.len()];
+        self.col.first_vals(docs, &mut vals);
+        self.out.extend(vals.into_iter().flatten().map(|id| id as usize));
+    }
     fn harvest(self) -> Vec<usize> {
         self.out
     }
@@ -912,6 +918,13 @@ impl SegmentCollector for TokenSumSegment {
     fn collect(&mut self, doc: DocId, _score: Score) {
         if let Some(n) = self.col.as_ref().and_then(|c| c.first(doc)) {
             self.sum += n;
+        }
+    }
+    fn collect_block(&mut self, docs: &[DocId]) {
+        if let Some(c) = &self.col {
+            let mut vals = vec![None; docs.len()];
+            c.first_vals(docs, &mut vals);
+            self.sum += vals.into_iter().flatten().sum::<u64>();
         }
     }
     fn harvest(self) -> u64 {
