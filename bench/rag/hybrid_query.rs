@@ -132,6 +132,16 @@ fn main() {
         for q in queries.iter().take(50) {
             idx.search(q).expect("warm-up");
         }
+        // HQ_PROFILE_SECS=N: first repeat the queries for N seconds (attach a profiler then).
+        if let Some(secs) = std::env::var("HQ_PROFILE_SECS").ok().and_then(|v| v.parse::<u64>().ok()) {
+            eprintln!("profiling window: {secs} s of queries (pid {})", std::process::id());
+            let until = Instant::now() + std::time::Duration::from_secs(secs);
+            while Instant::now() < until {
+                for q in &queries {
+                    idx.search(q).expect("search");
+                }
+            }
+        }
         let mut lat: Vec<f64> = Vec::with_capacity(queries.len());
         let mut returned = 0;
         for q in &queries {
