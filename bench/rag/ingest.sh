@@ -39,7 +39,8 @@ if [[ -z "${TRIDENT_BIN:-}" ]]; then
 fi
 export TRIDENT_HOME="$PWD/$WORK/home"
 [[ -n "${E5_BIN:-}" ]] && export TRIDENT_RAG_EMBEDDER="$E5_BIN"
-"$TRIDENT_BIN" --json kb ingest "$WORK/docs" --kb bench > "$WORK/report.json"
+# (TRIDENT_BIN is this script's variable, not a Trident setting)
+env -u TRIDENT_BIN "$TRIDENT_BIN" --json kb ingest "$WORK/docs" --kb bench > "$WORK/report.json"
 python3 - "$WORK/report.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
