@@ -279,9 +279,11 @@ fn logprobs_are_reported() {
 /// 1-row GEMV over repacked Q4_K weights), whose float sums round differently in the last bits.
 /// So outputs are equal token for token except where the model is at a near-tie; this checks
 /// that every divergence is one: the two tokens are the sequential run's top two, within
-/// `NEAR_TIE` nats of each other.
+/// `NEAR_TIE` nats of each other. The re-scored row comes from a third kernel path (one batch,
+/// no cached prefix), and on the AMD EPYC VM the paths were seen 0.083 nats apart at a
+/// divergence, so the bound is 0.1: a wrong sequence mix-up diverges by whole nats.
 fn assert_same_up_to_near_ties(b: &LlamaBackend, prompts: &[&str], got: &[Vec<u32>], want: &[Vec<u32>]) -> usize {
-    const NEAR_TIE: f32 = 0.05;
+    const NEAR_TIE: f32 = 0.1;
     let mut divergences = 0;
     for ((p, g), w) in prompts.iter().zip(got).zip(want) {
         let Some(i) = g.iter().zip(w).position(|(a, b)| a != b) else {
