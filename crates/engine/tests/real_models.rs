@@ -313,9 +313,10 @@ fn batched_equals_sequential_greedy() {
     let reqs: Vec<GenerateRequest> =
         prompts.iter().map(|p| GenerateRequest::text(*p).with_max_tokens(12)).collect();
     let sequential: Vec<_> = reqs.iter().map(|r| b.generate(r, None).unwrap().tokens).collect();
-    // Sequential decoding is itself deterministic.
+    // Sequential decoding repeats itself, up to near-ties: the repeat reuses the cached prompt
+    // and decodes only its last token afresh, another kernel path (seen to flip a near-tie).
     let again: Vec<_> = reqs.iter().map(|r| b.generate(r, None).unwrap().tokens).collect();
-    assert_eq!(again, sequential);
+    assert_same_up_to_near_ties(&b, &prompts, &again, &sequential);
     let batched: Vec<_> = b.generate_batch(&reqs).into_iter().map(|r| r.unwrap().tokens).collect();
     let d1 = assert_same_up_to_near_ties(&b, &prompts, &batched, &sequential);
     // And concurrently from threads.
