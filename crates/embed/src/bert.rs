@@ -168,8 +168,8 @@ impl Bert {
 // 2-core machine they took a large share of an encoder pass. The passes below fuse each
 // bias add with the step after it and run over rows on all threads.
 
-/// The contiguous f32 data of a tensor produced by a matmul.
-fn data(t: &Tensor) -> Result<Vec<f32>> {
+/// The contiguous f32 data of a tensor (a matmul's output, a LayerNorm weight).
+pub(crate) fn data(t: &Tensor) -> Result<Vec<f32>> {
     Ok(t.flatten_all()?.to_vec1::<f32>()?)
 }
 

@@ -29,7 +29,7 @@ use llama_cpp_2::token::LlamaToken;
 use trident_gguf::{GgmlType, GgufWriter, MetadataValue};
 use trident_engine::logs;
 
-use crate::bert::{Bert, WordTable};
+use crate::bert::{Bert, WordTable, data};
 use crate::{EmbedError, Result};
 
 /// Tokens per llama.cpp call (see `GgmlBert::from_bert`); 256–512 measured best for
@@ -78,10 +78,6 @@ fn out_in(t: &candle_core::Tensor) -> Result<Vec<f32>> {
     Ok(t.t()?.contiguous()?.flatten_all()?.to_vec1::<f32>()?)
 }
 
-fn vec_of(t: &candle_core::Tensor) -> Result<Vec<f32>> {
-    Ok(t.flatten_all()?.to_vec1::<f32>()?)
-}
-
 /// Writes `bert` as a llama.cpp `bert` GGUF: projection weights as `wt`, everything else in
 /// f32; a Q4_0 word table is copied block for block (its layout is ggml's).
 pub(crate) fn write_gguf(bert: &Bert, name: &str, wt: GgmlType, path: &Path) -> Result<()> {
@@ -118,22 +114,22 @@ pub(crate) fn write_gguf(bert: &Bert, name: &str, wt: GgmlType, path: &Path) -> 
     }
     w.add_tensor("token_types.weight", &[h, 1], &bert.type0, GgmlType::F32).map_err(gguf_err)?;
     w.add_tensor("position_embd.weight", &[h, c.max_positions as u64], &bert.pos, GgmlType::F32).map_err(gguf_err)?;
-    w.add_tensor("token_embd_norm.weight", &[h], &vec_of(&bert.eln_w)?, GgmlType::F32).map_err(gguf_err)?;
-    w.add_tensor("token_embd_norm.bias", &[h], &vec_of(&bert.eln_b)?, GgmlType::F32).map_err(gguf_err)?;
+    w.add_tensor("token_embd_norm.weight", &[h], &data(&bert.eln_w)?, GgmlType::F32).map_err(gguf_err)?;
+    w.add_tensor("token_embd_norm.bias", &[h], &data(&bert.eln_b)?, GgmlType::F32).map_err(gguf_err)?;
     for (i, l) in bert.layers.iter().enumerate() {
         let n = |s: &str| format!("blk.{i}.{s}");
         w.add_tensor(&n("attn_qkv.weight"), &[h, 3 * h], &out_in(&l.qkv_w)?, wt).map_err(gguf_err)?;
         w.add_tensor(&n("attn_qkv.bias"), &[3 * h], &l.qkv_b, GgmlType::F32).map_err(gguf_err)?;
         w.add_tensor(&n("attn_output.weight"), &[h, h], &out_in(&l.ao_w)?, wt).map_err(gguf_err)?;
         w.add_tensor(&n("attn_output.bias"), &[h], &l.ao_b, GgmlType::F32).map_err(gguf_err)?;
-        w.add_tensor(&n("attn_output_norm.weight"), &[h], &vec_of(&l.aln_w)?, GgmlType::F32).map_err(gguf_err)?;
-        w.add_tensor(&n("attn_output_norm.bias"), &[h], &vec_of(&l.aln_b)?, GgmlType::F32).map_err(gguf_err)?;
+        w.add_tensor(&n("attn_output_norm.weight"), &[h], &data(&l.aln_w)?, GgmlType::F32).map_err(gguf_err)?;
+        w.add_tensor(&n("attn_output_norm.bias"), &[h], &data(&l.aln_b)?, GgmlType::F32).map_err(gguf_err)?;
         w.add_tensor(&n("ffn_up.weight"), &[h, ff], &out_in(&l.fi_w)?, wt).map_err(gguf_err)?;
         w.add_tensor(&n("ffn_up.bias"), &[ff], &l.fi_b, GgmlType::F32).map_err(gguf_err)?;
         w.add_tensor(&n("ffn_down.weight"), &[ff, h], &out_in(&l.fo_w)?, wt).map_err(gguf_err)?;
         w.add_tensor(&n("ffn_down.bias"), &[h], &l.fo_b, GgmlType::F32).map_err(gguf_err)?;
-        w.add_tensor(&n("layer_output_norm.weight"), &[h], &vec_of(&l.oln_w)?, GgmlType::F32).map_err(gguf_err)?;
-        w.add_tensor(&n("layer_output_norm.bias"), &[h], &vec_of(&l.oln_b)?, GgmlType::F32).map_err(gguf_err)?;
+        w.add_tensor(&n("layer_output_norm.weight"), &[h], &data(&l.oln_w)?, GgmlType::F32).map_err(gguf_err)?;
+        w.add_tensor(&n("layer_output_norm.bias"), &[h], &data(&l.oln_b)?, GgmlType::F32).map_err(gguf_err)?;
     }
     w.write(path).map_err(gguf_err)
 }
