@@ -147,6 +147,8 @@ struct GenJob {
 enum Job {
     Generate(Box<GenJob>),
     LoadAdapter { name: String, path: PathBuf, reply: Sender<Result<(), EngineError>> },
+    /// Drop every idle slot's cached prefix; replies with the number of tokens dropped.
+    ClearCache { reply: Sender<usize> },
 }
 
 /// A submitted request: its events arrive here; dropping it cancels the request.
@@ -377,6 +379,23 @@ impl LlamaBackend {
                 Ok(ids.clone())
             }
         }
+    }
+
+    /// Drops the cached prefixes of every idle slot (requests in flight keep theirs) and
+    /// returns how many cached tokens were dropped.
+    ///
+    /// Why: the KV cache is unified, so each batch attends (masked) over every occupied cell
+    /// up to the highest one, cached prefixes of idle slots included. Clearing them gives a
+    /// new prompt the cost of an empty context — what `trident bench llm` needs to compare
+    /// with llama.cpp's tools, which start every measurement from an empty cache — and frees
+    /// the cells when the cached prompts are known to be stale.
+    ///
+    /// # Errors
+    /// The worker stopped.
+    pub fn clear_prefix_cache(&self) -> Result<usize, EngineError> {
+        let (tx, rx) = unbounded();
+        self.send(Job::ClearCache { reply: tx })?;
+        rx.recv().map_err(|_| EngineError::WorkerStopped)
     }
 
     /// Submits a request without waiting: events arrive on the returned handle. This is the
@@ -700,6 +719,19 @@ impl<'m> Worker<'m> {
                     })
                     .map_err(|reason| EngineError::Adapter { name: name.clone(), reason });
                 let _ = reply.send(r);
+            }
+            Job::ClearCache { reply } => {
+                let mut dropped = 0;
+                for slot in 0..self.cache.slots().len() {
+                    let s = &self.cache.slots()[slot];
+                    if s.busy || s.tokens.is_empty() {
+                        continue;
+                    }
+                    dropped += s.tokens.len();
+                    let _ = self.ctx.clear_kv_cache_seq(Some(slot as u32), None, None);
+                    self.cache.clear(slot);
+                }
+                let _ = reply.send(dropped);
             }
         }
     }

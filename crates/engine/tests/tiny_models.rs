@@ -89,6 +89,14 @@ fn seeded_sampling_and_prefix_reuse_on_tiny_model() {
     ext.extend(&a.tokens);
     let d = b.generate(&GenerateRequest::tokens(ext.clone()).with_max_tokens(2), None).unwrap();
     assert!(d.usage.cached_tokens >= ext.len() - a.tokens.len(), "{:?}", d.usage);
+    // Clearing drops the idle slot's cache: the same request then starts from nothing and
+    // still gives the same tokens.
+    let dropped = b.clear_prefix_cache().unwrap();
+    assert!(dropped >= ext.len() - 1, "dropped {dropped} of {}", ext.len());
+    assert_eq!(b.clear_prefix_cache().unwrap(), 0, "nothing left to drop");
+    let e = b.generate(&req, None).unwrap();
+    assert_eq!(e.usage.cached_tokens, 0, "{:?}", e.usage);
+    assert_eq!(e.tokens, a.tokens);
 }
 
 #[test]

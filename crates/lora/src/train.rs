@@ -31,7 +31,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use trident_engine::{Backend, LlamaBackend, LlamaConfig};
-use trident_nn::{CausalLm, LoadOptions, LoraConfig, LoraTarget, LossBatch};
+use trident_nn::{CausalLm, LoadOptions, LoraConfig, LoraTarget, LossBatch, Precision};
 
 use crate::adapter::{
     file_sha256, file_sha256_cached, write_atomic, Adapter, AdapterStore, BaseRef, DatasetRef, HeldoutMetrics, LoraMatrix,
@@ -97,6 +97,10 @@ pub struct TrainOptions {
     /// is faster when the activations of one micro-batch fit in memory (≈ 10 MB per token
     /// for a 0.5B model).
     pub checkpointing: bool,
+    /// How the frozen base weights are multiplied: `Bf16` (mixed precision on ggml's AVX-512
+    /// BF16 kernels, the default where the CPU has them) or `Dequantized` (exact f32).
+    #[serde(default)]
+    pub precision: Precision,
 }
 
 impl Default for TrainOptions {
@@ -126,6 +130,7 @@ impl Default for TrainOptions {
             max_steps: None,
             log_every: 1,
             checkpointing: true,
+            precision: Precision::training_default(),
         }
     }
 }
@@ -190,7 +195,10 @@ impl TrainOptions {
             "warmup": self.warmup, "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm,
             "limit": self.limit, "heldout_limit": self.heldout_limit, "max_steps": self.max_steps,
             "optimizer": "adamw(0.9, 0.999, 1e-8)", "schedule": "linear warm-up + cosine to 0",
-            "precision": "f32 activations, quantized base dequantized per matmul",
+            "precision": match self.precision {
+                Precision::Bf16 => "bf16 matmuls with f32 sums (ggml), quantized base dequantized per matmul",
+                _ => "f32 activations, quantized base dequantized per matmul",
+            },
         })
     }
 }
@@ -565,6 +573,7 @@ pub fn train(
         lora: Some(opts.lora_config()),
         dropout_seed: mix(opts.seed ^ 0xD50),
         checkpointing: opts.checkpointing,
+        precision: opts.precision,
         ..Default::default()
     };
     let mut model = trident_nn::load_model(&opts.base, &load)?;

@@ -284,6 +284,8 @@ struct LossOp {
     /// Per-row weights already divided by their sum.
     weights: Vec<f32>,
     chunk: usize,
+    /// Multiply on ggml's bf16 kernels (the head's [`Precision::Bf16`]).
+    bf16: bool,
     want_grad: bool,
     grad: Arc<std::sync::Mutex<Option<Tensor>>>,
     nll: Arc<std::sync::Mutex<Vec<f32>>>,
@@ -298,12 +300,19 @@ impl LossOp {
         let mut tlogit = vec![0f32; n];
         let mut tderiv = vec![1f32; n];
         let mut acc = if self.want_grad { Some(Tensor::zeros((n, d), DType::F32, &Device::Cpu)?) } else { None };
+        let hv = if self.bf16 { h.flatten_all()?.to_vec1::<f32>()? } else { Vec::new() };
         let mut v0 = 0;
         while v0 < vocab {
             let v1 = (v0 + self.chunk).min(vocab);
             let c = v1 - v0;
             let w = dequantize_rows(&self.head, v0, v1)?; // [c, d]
-            let z = h.matmul(&w.t()?)?; // [n, c]
+            let z = if self.bf16 {
+                let wb = crate::ggml_gemm::Bf16Matrix::from_f32(&w.flatten_all()?.to_vec1::<f32>()?, c, d);
+                let z = crate::ggml_gemm::matmul_bf16_wt(&hv, n, &wb, rayon::current_num_threads())?;
+                Tensor::from_vec(z, (n, c), &Device::Cpu)?
+            } else {
+                h.matmul(&w.t()?)? // [n, c]
+            };
             let (logits, deriv) = match self.softcap {
                 Some(cap) => {
                     let t = (z / cap)?.tanh()?;
@@ -348,7 +357,15 @@ impl LossOp {
                     None => p,
                 };
                 let rs = Tensor::from_slice(&rescale, (n, 1), &Device::Cpu)?;
-                *a = (a.broadcast_mul(&rs)? + p.matmul(&w)?)?;
+                let pw = if self.bf16 {
+                    let wt = crate::ggml_gemm::Bf16Matrix::transposed_from_f32(&w.flatten_all()?.to_vec1::<f32>()?, c, d);
+                    let pv = p.flatten_all()?.to_vec1::<f32>()?;
+                    let pw = crate::ggml_gemm::matmul_bf16_wt(&pv, n, &wt, rayon::current_num_threads())?;
+                    Tensor::from_vec(pw, (n, d), &Device::Cpu)?
+                } else {
+                    p.matmul(&w)?
+                };
+                *a = (a.broadcast_mul(&rs)? + pw)?;
             }
             m = new_m;
             v0 = v1;
@@ -633,7 +650,12 @@ impl DecoderModel {
             softcap: self.cfg.final_logit_softcap,
             targets: rows.iter().map(|&i| t[i]).collect(),
             weights: rows.iter().map(|&i| (w[i] as f64 / wsum) as f32).collect(),
-            chunk: 16_384,
+            // Vocabulary rows per chunk: keeps each `[tokens, chunk]` buffer ≤ 16 MiB, under
+            // glibc's largest mmap threshold, so chunks reuse heap pages instead of faulting
+            // in freshly zeroed ones every time; a multiple of 256 keeps the bf16 products on
+            // ggml's tiled kernels (they need inner sizes in multiples of 32).
+            chunk: (16 * 1024 * 1024 / 4 / rows.len().max(1)).clamp(1024, 16_384) / 256 * 256,
+            bf16: self.head.precision() == Precision::Bf16,
             want_grad,
             grad: Arc::new(std::sync::Mutex::new(None)),
             nll: nll.clone(),

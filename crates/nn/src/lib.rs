@@ -39,6 +39,7 @@ pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod families;
+pub mod ggml_gemm;
 pub mod lora;
 pub mod memory;
 pub mod qlinear;

@@ -118,6 +118,10 @@ fn run_req(b: &LlamaBackend, prompt: Vec<u32>, max_tokens: usize) -> anyhow::Res
 }
 
 fn one_run(b: &LlamaBackend, a: &LlmBenchArgs, run: usize) -> anyhow::Result<RunFigures> {
+    // Every measurement but the cached-prefix one starts from an empty KV cache, as the
+    // peer's (llama-bench, llama-batched-bench) do: with a unified cache, cells kept by the
+    // earlier runs' prompts would otherwise be attended (masked) by every batch.
+    b.clear_prefix_cache().map_err(engine_err)?;
     // Prefill + decode: a fresh 512-token prompt, then 128 greedy tokens.
     let g = run_req(b, tokens(b, &format!("pd{run}"), a.prompt_tokens)?, a.gen_tokens)?;
     let prefill_tok_s = g.timings.prefill_tok_s(&g.usage);
@@ -132,7 +136,8 @@ fn one_run(b: &LlamaBackend, a: &LlmBenchArgs, run: usize) -> anyhow::Result<Run
     if second.usage.cached_tokens < a.prefix_tokens.saturating_sub(1) {
         tracing::warn!(cached = second.usage.cached_tokens, "prefix was not reused");
     }
-    // Aggregate: N concurrent sequences, 128 tokens each.
+    // Aggregate: N concurrent sequences, 128 tokens each, from an empty cache.
+    b.clear_prefix_cache().map_err(engine_err)?;
     let reqs: Vec<GenerateRequest> = (0..a.streams)
         .map(|i| {
             Ok(GenerateRequest {
