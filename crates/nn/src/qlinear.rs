@@ -118,11 +118,13 @@ impl Drop for DequantCacheGuard {
     }
 }
 
+/// bf16 weights by (weight address, transposed).
+type Bf16Cache = std::collections::HashMap<(usize, bool), Arc<Bf16Matrix>>;
+
 thread_local! {
     /// bf16 weights (`false`: as stored, `true`: transposed) kept under the same guard as
     /// [`DEQUANT_CACHE`].
-    static BF16_CACHE: std::cell::RefCell<Option<std::collections::HashMap<(usize, bool), Arc<Bf16Matrix>>>> =
-        const { std::cell::RefCell::new(None) };
+    static BF16_CACHE: std::cell::RefCell<Option<Bf16Cache>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The weight as a bf16 matrix (`transposed`: `(in, out)`, for the backward pass), through

@@ -122,9 +122,12 @@ fn one_run(b: &LlamaBackend, a: &LlmBenchArgs, run: usize) -> anyhow::Result<Run
     // peer's (llama-bench, llama-batched-bench) do: with a unified cache, cells kept by the
     // earlier runs' prompts would otherwise be attended (masked) by every batch.
     b.clear_prefix_cache().map_err(engine_err)?;
-    // Prefill + decode: a fresh 512-token prompt, then 128 greedy tokens.
-    let g = run_req(b, tokens(b, &format!("pd{run}"), a.prompt_tokens)?, a.gen_tokens)?;
-    let prefill_tok_s = g.timings.prefill_tok_s(&g.usage);
+    // Prefill: a fresh 512-token prompt. Decode: 128 greedy tokens from a one-token prompt in
+    // an empty context — the conditions of llama-bench's pp512 and tg128.
+    let p = run_req(b, tokens(b, &format!("pd{run}"), a.prompt_tokens)?, 1)?;
+    let prefill_tok_s = p.timings.prefill_tok_s(&p.usage);
+    b.clear_prefix_cache().map_err(engine_err)?;
+    let g = run_req(b, tokens(b, &format!("d{run}"), 1)?, a.gen_tokens)?;
     let decode_tok_s = g.timings.decode_tok_s(&g.usage);
     // Time to first token: a fresh 1000-token prefix + question, then the same prefix with
     // another question (the prefix comes from the KV cache).
