@@ -197,7 +197,8 @@ impl TrainOptions {
             "optimizer": "adamw(0.9, 0.999, 1e-8)", "schedule": "linear warm-up + cosine to 0",
             "precision": match self.precision {
                 Precision::Bf16 => "bf16 matmuls with f32 sums (ggml), quantized base dequantized per matmul",
-                _ => "f32 activations, quantized base dequantized per matmul",
+                Precision::Dequantized => "f32 activations, quantized base dequantized per matmul",
+                Precision::Quantized => "f32 activations quantized to Q8 against the quantized base",
             },
         })
     }

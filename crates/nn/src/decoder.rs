@@ -11,7 +11,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Device, Layout, Shape
 use crate::config::{Activation, ModelConfig, RopeStyle};
 use crate::error::{NnError, Result};
 use crate::lora::{splitmix64, LoraLinear, LoraTarget};
-use crate::qlinear::{cpu_storage, cpu_tensor, dequantize_rows, Precision, QLinear};
+use crate::ggml_gemm::Bf16Matrix;
+use crate::qlinear::{cpu_storage, cpu_tensor, dequantize_rows, with_f32_slice, Precision, QLinear};
 
 /// Additive mask value for disallowed attention (finite so fully masked rows stay finite).
 const MASK_VALUE: f32 = -1e9;
@@ -300,15 +301,23 @@ impl LossOp {
         let mut tlogit = vec![0f32; n];
         let mut tderiv = vec![1f32; n];
         let mut acc = if self.want_grad { Some(Tensor::zeros((n, d), DType::F32, &Device::Cpu)?) } else { None };
-        let hv = if self.bf16 { h.flatten_all()?.to_vec1::<f32>()? } else { Vec::new() };
+        let hv = if self.bf16 { with_f32_slice(h, |s| Ok(s.to_vec()))? } else { Vec::new() };
         let mut v0 = 0;
         while v0 < vocab {
             let v1 = (v0 + self.chunk).min(vocab);
             let c = v1 - v0;
             let w = dequantize_rows(&self.head, v0, v1)?; // [c, d]
-            let z = if self.bf16 {
-                let wb = crate::ggml_gemm::Bf16Matrix::from_f32(&w.flatten_all()?.to_vec1::<f32>()?, c, d);
-                let z = crate::ggml_gemm::matmul_bf16_wt(&hv, n, &wb, rayon::current_num_threads())?;
+            // bf16 mode: the chunk as stored (for the logits) and transposed (for the
+            // gradient), both from the one f32 dequantization.
+            let wb = if self.bf16 {
+                Some(with_f32_slice(&w, |s| {
+                    Ok((Bf16Matrix::from_f32(s, c, d), self.want_grad.then(|| Bf16Matrix::transposed_from_f32(s, c, d))))
+                })?)
+            } else {
+                None
+            };
+            let z = if let Some((wb, _)) = &wb {
+                let z = crate::ggml_gemm::matmul_bf16_wt(&hv, n, wb, rayon::current_num_threads())?;
                 Tensor::from_vec(z, (n, c), &Device::Cpu)?
             } else {
                 h.matmul(&w.t()?)? // [n, c]
@@ -357,10 +366,8 @@ impl LossOp {
                     None => p,
                 };
                 let rs = Tensor::from_slice(&rescale, (n, 1), &Device::Cpu)?;
-                let pw = if self.bf16 {
-                    let wt = crate::ggml_gemm::Bf16Matrix::transposed_from_f32(&w.flatten_all()?.to_vec1::<f32>()?, c, d);
-                    let pv = p.flatten_all()?.to_vec1::<f32>()?;
-                    let pw = crate::ggml_gemm::matmul_bf16_wt(&pv, n, &wt, rayon::current_num_threads())?;
+                let pw = if let Some((_, Some(wt))) = &wb {
+                    let pw = with_f32_slice(&p, |pv| crate::ggml_gemm::matmul_bf16_wt(pv, n, wt, rayon::current_num_threads()))?;
                     Tensor::from_vec(pw, (n, d), &Device::Cpu)?
                 } else {
                     p.matmul(&w)?

@@ -13,7 +13,6 @@
 use half::bf16;
 use llama_cpp_sys_2 as sys;
 
-
 /// True when ggml was built with AVX-512 BF16 (without it ggml emulates bf16 dot products,
 /// slower than candle's f32 GEMM).
 pub fn bf16_kernels_available() -> bool {
@@ -77,11 +76,6 @@ impl Bf16Matrix {
     /// Columns.
     pub fn cols(&self) -> usize {
         self.cols
-    }
-
-    /// Bytes held.
-    pub fn bytes(&self) -> usize {
-        self.data.len() * 2
     }
 }
 

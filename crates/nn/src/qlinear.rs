@@ -136,21 +136,9 @@ fn dequantize_bf16_cached(w: &Arc<QTensor>, transposed: bool) -> candle_core::Re
     }
     let f = dequantize_f32(w)?;
     let (rows, cols) = f.dims2()?;
-    let (storage, layout) = f.storage_and_layout();
-    let src = match &*storage {
-        candle_core::Storage::Cpu(c) => {
-            let (a, b) = layout
-                .contiguous_offsets()
-                .ok_or_else(|| candle_core::Error::Msg("internal: non-contiguous dequantized weight".into()))?;
-            &c.as_slice::<f32>()?[a..b]
-        }
-        _ => candle_core::bail!("expected a CPU weight"),
-    };
-    let m = Arc::new(if transposed {
-        Bf16Matrix::transposed_from_f32(src, rows, cols)
-    } else {
-        Bf16Matrix::from_f32(src, rows, cols)
-    });
+    let m = Arc::new(with_f32_slice(&f, |src| {
+        Ok(if transposed { Bf16Matrix::transposed_from_f32(src, rows, cols) } else { Bf16Matrix::from_f32(src, rows, cols) })
+    })?);
     BF16_CACHE.with(|c| {
         if let Some(map) = c.borrow_mut().as_mut() {
             map.insert(key, m.clone());
@@ -159,8 +147,8 @@ fn dequantize_bf16_cached(w: &Arc<QTensor>, transposed: bool) -> candle_core::Re
     Ok(m)
 }
 
-/// Runs `f` on the contiguous f32 data of a CPU tensor.
-fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> candle_core::Result<R>) -> candle_core::Result<R> {
+/// Runs `f` on the contiguous f32 data of a CPU tensor (copied only if not contiguous).
+pub(crate) fn with_f32_slice<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> candle_core::Result<R>) -> candle_core::Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
     match &*storage {
