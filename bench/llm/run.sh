@@ -8,12 +8,16 @@
 # BENCH_RUSTFLAGS (default: scripts/cpu-rustflags), TRIDENT_HOME (where `trident models fetch`
 # put the models).
 #
-# The peer is llama.cpp's own C++ tools, built from the llama.cpp that the `llama-cpp-python`
-# sdist on PyPI vendors (PEER_VERSION, default 0.3.36 — the peer of the issue's baseline), with
-# the same -march and GGML_* options as our build: `llama-bench` for prefill (pp512) / decode
-# (tg128) and for a cold 1,010-token prompt (time to first token without prefix reuse), and
-# `llama-batched-bench` for 8 concurrent sequences (llama-cpp-python's own server would serialise
-# 8 requests, which would flatter us; llama-cpp-sys-2 vendors no tool sources).
+# Two peers, both built from the llama.cpp that the `llama-cpp-python` sdist on PyPI vendors
+# (PEER_VERSION, default 0.3.36 — the peer of the issue's baseline), with the same -march and
+# GGML_* options as our build:
+# - llama.cpp's own C++ tools, the strict reference: `llama-bench` for prefill (pp512) / decode
+#   (tg128) and for a cold 1,010-token prompt (time to first token without prefix reuse), and
+#   `llama-batched-bench` for 8 concurrent sequences (it batches them as we do, and neither tool
+#   samples or detokenizes: pure llama_decode);
+# - the issue's named peer, llama.cpp's own server from PyPI (`llama-cpp-python[server]`,
+#   bench/llm/server_peer.py), measured over HTTP; it serves one request at a time, which is what
+#   the issue's 8-stream target (≥ 1.5×) is set against. SERVER_PEER=0 skips it.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
@@ -58,6 +62,18 @@ if [ ! -x "$PEER/bin/llama-bench" ] || [ ! -x "$PEER/bin/llama-batched-bench" ];
   cmake --build "$PEER" -j "$(nproc)" --target llama-bench llama-batched-bench >>"$WORK/cmake.log" 2>&1
 fi
 
+# 3. The issue's named peer: llama.cpp's own server from PyPI (`llama-cpp-python[server]`), built
+#    from the same sdist with the same options, in its own venv (SERVER_PEER=0 skips it).
+SERVER_PEER=${SERVER_PEER:-1}
+SVENV=$WORK/venv-server-$tag
+if [ "$SERVER_PEER" = 1 ] && [ ! -x "$SVENV/bin/python" -o ! -f "$SVENV/.built" ]; then
+  echo "== building llama-cpp-python[server] $PEER_VERSION from its sdist (-march=$march)" >&2
+  python3 -m venv "$SVENV"
+  CMAKE_ARGS="-DCMAKE_C_FLAGS=-march=$march -DCMAKE_CXX_FLAGS=-march=$march ${cm[*]} -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
+    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$SVENV/bin/pip" install -q "$sdist[server]" >"$WORK/server-build.log" 2>&1
+  touch "$SVENV/.built"
+fi
+
 resolve() { # a catalogue name or a path -> a GGUF path
   case "$1" in *.gguf) echo "$1" ;; *) "$TRIDENT" models list --json | python3 -c \
     'import json,sys; n=sys.argv[1]; print([m["path"] for m in json.load(sys.stdin) if m["name"]==n or m.get("short")==n][0])' "$1" ;; esac
@@ -75,14 +91,19 @@ for m in "${MODELS[@]}"; do
     cold=$("$PEER/bin/llama-bench" -m "$gguf" -t "$THREADS" -p 1010 -n 0 -r 3 -o json 2>/dev/null)
     agg=$("$PEER/bin/llama-batched-bench" -m "$gguf" -t "$THREADS" -tb "$THREADS" -c $((8 * 200)) -b 512 -ub 512 \
       -npp 64 -ntg 128 -npl 8 --output-format jsonl 2>/dev/null | grep '^{' | tail -1)
+    server='{}'
+    if [ "$SERVER_PEER" = 1 ]; then
+      echo "== $m round $r: llama-cpp-python server" >&2
+      server=$("$SVENV/bin/python" bench/llm/server_peer.py --gguf "$gguf" --threads "$THREADS")
+    fi
     echo "== $m round $r: trident" >&2
     ours=$("$TRIDENT" bench llm --json --model "$gguf" --threads "$THREADS" --runs 3)
     [ $first = 1 ] || echo "," >>"$out"
     first=0
-    python3 - "$m" "$r" "$pd" "$cold" "$agg" "$ours" >>"$out" <<'EOF'
+    python3 - "$m" "$r" "$pd" "$cold" "$agg" "$ours" "$server" >>"$out" <<'EOF'
 import json, sys
-name, rnd, pd, cold, agg, ours = sys.argv[1:]
-pd, cold, agg, ours = json.loads(pd), json.loads(cold), json.loads(agg), json.loads(ours)
+name, rnd, pd, cold, agg, ours, server = sys.argv[1:]
+pd, cold, agg, ours, server = json.loads(pd), json.loads(cold), json.loads(agg), json.loads(ours), json.loads(server)
 pp = next(x for x in pd if x["n_prompt"] == 512)["avg_ts"]
 tg = next(x for x in pd if x["n_gen"] == 128)["avg_ts"]
 cold_ms = 1000.0 * 1010 / cold[0]["avg_ts"]
@@ -97,6 +118,13 @@ print(json.dumps({
     "decode": m["decode_tok_s"] / tg,
     "ttft_cached_vs_peer_cold": m["ttft_cached_prefix_ms"] / cold_ms,
     "aggregate8": m["aggregate_tok_s"] / peer_agg,
+  },
+  "server": server,
+  "ratios_vs_server": server and {
+    "prefill": m["prefill_tok_s"] / server["prefill"]["tok_s"],
+    "decode": m["decode_tok_s"] / server["decode_tok_s"],
+    "ttft_cached_vs_peer_cold": m["ttft_cached_prefix_ms"] / server["ttft_cold"]["ms"],
+    "aggregate8": m["aggregate_tok_s"] / server["aggregate_tok_s"],
   },
 }))
 EOF
@@ -116,5 +144,16 @@ for name in dict.fromkeys(r["model"] for r in rows):
           f"| {med(lambda r: r['trident']['ttft_cached_prefix_ms']):.0f} ms / {med(lambda r: r['peer']['ttft_cold_1000_ms']):.0f} ms (**{med(lambda r: r['ratios']['ttft_cached_vs_peer_cold']):.2f}×**) "
           f"| {med(lambda r: r['trident']['aggregate_tok_s']):.1f} / {med(lambda r: r['peer']['aggregate8_tok_s']):.1f} (**{med(lambda r: r['ratios']['aggregate8']):.2f}×**) "
           f"| {med(lambda r: r['trident_peak_rss_mib']):.0f} MiB |")
+if all(r.get("server") for r in rows):
+    print("\nAgainst llama.cpp's own server from PyPI (llama-cpp-python[server], over HTTP; it serves one request at a time):\n")
+    print("| model | prefill tok/s trident / server (ratio) | decode tok/s (ratio) | TTFT cached 1k prefix vs server cold (ratio) | 8-stream tok/s (ratio) |")
+    print("|---|---|---|---|---|")
+    for name in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == name]
+        med = lambda f: statistics.median(f(r) for r in rs)
+        print(f"| {name} | {med(lambda r: r['trident']['prefill_tok_s']):.1f} / {med(lambda r: r['server']['prefill']['tok_s']):.1f} (**{med(lambda r: r['ratios_vs_server']['prefill']):.2f}×**) "
+              f"| {med(lambda r: r['trident']['decode_tok_s']):.2f} / {med(lambda r: r['server']['decode_tok_s']):.2f} (**{med(lambda r: r['ratios_vs_server']['decode']):.2f}×**) "
+              f"| {med(lambda r: r['trident']['ttft_cached_prefix_ms']):.0f} ms / {med(lambda r: r['server']['ttft_cold']['ms']):.0f} ms (**{med(lambda r: r['ratios_vs_server']['ttft_cached_vs_peer_cold']):.2f}×**) "
+              f"| {med(lambda r: r['trident']['aggregate_tok_s']):.1f} / {med(lambda r: r['server']['aggregate_tok_s']):.1f} (**{med(lambda r: r['ratios_vs_server']['aggregate8']):.2f}×**) |")
 print(f"\n(medians over {len(rows)//max(1,len(set(r['model'] for r in rows)))} alternating rounds; raw: {sys.argv[1]})")
 EOF

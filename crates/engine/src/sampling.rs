@@ -153,17 +153,32 @@ pub fn apply_penalties(
 }
 
 /// The index of the largest logit (ties: lowest id); `None` if all are -inf or NaN.
+///
+/// Two passes written so the compiler vectorizes them: the row of a 262k-entry vocabulary is
+/// scanned once per generated token, in the engine's one scheduling thread, while ggml's
+/// threads wait for the next batch.
 pub fn argmax(logits: &[f32]) -> Option<u32> {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &l) in logits.iter().enumerate() {
-        if l.is_nan() || l == f32::NEG_INFINITY {
-            continue;
-        }
-        if best.is_none_or(|(_, b)| l > b) {
-            best = Some((i, l));
+    const LANES: usize = 16;
+    // Pass 1: the maximum. `x > m` is false for NaN, so NaN never wins.
+    let mut lanes = [f32::NEG_INFINITY; LANES];
+    let chunks = logits.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for (m, &x) in lanes.iter_mut().zip(c) {
+            *m = if x > *m { x } else { *m };
         }
     }
-    best.map(|(i, _)| i as u32)
+    let mut max = f32::NEG_INFINITY;
+    for &x in lanes.iter().chain(tail) {
+        if x > max {
+            max = x;
+        }
+    }
+    if max == f32::NEG_INFINITY {
+        return None;
+    }
+    // Pass 2: its first position (ties: lowest id).
+    logits.iter().position(|&x| x == max).map(|i| i as u32)
 }
 
 /// Sorts candidates by logit, descending (ties: lower id first), dropping -inf ones.
@@ -310,6 +325,14 @@ impl Sampler {
         }
     }
 
+    /// True when bias or penalties would change a logits row given `history`.
+    fn adjusts(&self, history: &[u32]) -> bool {
+        let p = &self.params;
+        !self.bias.is_empty()
+            || (!self.window(history).is_empty()
+                && (p.repeat_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0))
+    }
+
     /// Applies bias and penalties to a copy of `logits` (the distribution the sampler draws
     /// from before truncation).
     pub fn adjusted_logits(&self, logits: &[f32], history: &[u32]) -> Vec<f32> {
@@ -331,12 +354,20 @@ impl Sampler {
     /// # Errors
     /// [`EngineError::InvalidRequest`] when the bias forbids every token.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32, EngineError> {
-        let l = self.adjusted_logits(logits, history);
+        // Copy the row only when bias or penalties change it (the common greedy and plain
+        // temperature requests read it in place).
+        let adjusted;
+        let l: &[f32] = if self.adjusts(history) {
+            adjusted = self.adjusted_logits(logits, history);
+            &adjusted
+        } else {
+            logits
+        };
         let none = || EngineError::invalid("logit bias forbids every token");
         if self.params.is_greedy() {
-            return argmax(&l).ok_or_else(none);
+            return argmax(l).ok_or_else(none);
         }
-        let mut c = candidates_for(&l, self.params.top_k, self.params.temperature);
+        let mut c = candidates_for(l, self.params.top_k, self.params.temperature);
         if c.is_empty() {
             return Err(none());
         }
@@ -353,7 +384,7 @@ impl Sampler {
                 return Ok(cand.id);
             }
         }
-        Ok(c.last().map(|c| c.id).ok_or_else(none)?)
+        c.last().map(|c| c.id).ok_or_else(none)
     }
 }
 
@@ -396,6 +427,50 @@ mod tests {
         let mut s = Sampler::new(SamplingParams::greedy(), &[]);
         assert_eq!(s.sample(&logits(), &[]).unwrap(), 1);
         assert_eq!(s.sample(&[2.0, 5.0, 5.0], &[]).unwrap(), 1);
+    }
+
+    #[test]
+    fn argmax_matches_a_scalar_scan_on_long_rows() {
+        // The reference: first strictly greater, skipping NaN and -inf.
+        fn scalar(row: &[f32]) -> Option<u32> {
+            let mut best: Option<(usize, f32)> = None;
+            for (i, &l) in row.iter().enumerate() {
+                if !l.is_nan() && l != f32::NEG_INFINITY && best.is_none_or(|(_, b)| l > b) {
+                    best = Some((i, l));
+                }
+            }
+            best.map(|(i, _)| i as u32)
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for len in [0usize, 1, 15, 16, 17, 33, 1000, 262_145] {
+            let mut row: Vec<f32> = (0..len).map(|_| rng.random::<f32>() * 20.0 - 10.0).collect();
+            assert_eq!(argmax(&row), scalar(&row), "len {len}");
+            if len > 20 {
+                // NaN and -inf never win; ties go to the lowest id, also across lanes and the tail.
+                row[3] = f32::NAN;
+                row[len - 1] = 50.0;
+                row[len / 2 + 1] = 50.0;
+                row[len / 2] = f32::NEG_INFINITY;
+                assert_eq!(argmax(&row), Some((len / 2 + 1) as u32), "len {len}");
+                assert_eq!(argmax(&row), scalar(&row));
+            }
+        }
+        assert_eq!(argmax(&[f32::NAN; 40]), None);
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 40]), None);
+        let mut row = vec![f32::NEG_INFINITY; 40];
+        row[39] = -1e30;
+        assert_eq!(argmax(&row), Some(39));
+    }
+
+    #[test]
+    fn penalties_apply_without_bias_and_not_otherwise() {
+        // Greedy with a repeat penalty must read the adjusted row, not the raw one.
+        let mut p = SamplingParams::greedy();
+        p.repeat_penalty = 4.0;
+        let row = [1.0, 3.0, 2.0];
+        assert_eq!(Sampler::new(p.clone(), &[]).sample(&row, &[1]).unwrap(), 2);
+        // An empty history leaves the row as it is.
+        assert_eq!(Sampler::new(p, &[]).sample(&row, &[]).unwrap(), 1);
     }
 
     #[test]
