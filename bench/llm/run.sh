@@ -70,7 +70,7 @@ if [ "$SERVER_PEER" = 1 ] && [ ! -x "$SVENV/bin/python" -o ! -f "$SVENV/.built" 
   echo "== building llama-cpp-python[server] $PEER_VERSION from its sdist (-march=$march)" >&2
   python3 -m venv "$SVENV"
   CMAKE_ARGS="-DCMAKE_C_FLAGS=-march=$march -DCMAKE_CXX_FLAGS=-march=$march ${cm[*]} -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF" \
-    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$SVENV/bin/pip" install -q "$sdist[server]" >"$WORK/server-build.log" 2>&1
+    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) "$SVENV/bin/pip" install -q "llama-cpp-python[server] @ file://$sdist" >"$WORK/server-build.log" 2>&1
   touch "$SVENV/.built"
 fi
 

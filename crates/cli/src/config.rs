@@ -40,8 +40,9 @@ pub struct EngineConfig {
     pub ctx: u32,
     /// Prompt-processing batch size in tokens.
     pub batch: u32,
-    /// Layers offloaded to the GPU (builds with the `cuda` feature); 0 = CPU only.
-    pub gpu_layers: u32,
+    /// Layers offloaded to the GPU (builds with the `cuda` feature): -1 = all (the default),
+    /// 0 = CPU only, N = the first N.
+    pub gpu_layers: i32,
     /// Default cap on generated tokens.
     pub max_tokens: u32,
     /// Default sampling temperature; 0 = greedy.
@@ -50,7 +51,14 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { model: "qwen".into(), threads: 0, ctx: 4096, batch: 512, gpu_layers: 0, max_tokens: 512, temperature: 0.7 }
+        Self { model: "qwen".into(), threads: 0, ctx: 4096, batch: 512, gpu_layers: -1, max_tokens: 512, temperature: 0.7 }
+    }
+}
+
+impl EngineConfig {
+    /// `gpu_layers` as the engine takes it: any negative value means every layer.
+    pub fn gpu_layers_for_engine(&self) -> u32 {
+        u32::try_from(self.gpu_layers).unwrap_or(u32::MAX)
     }
 }
 
@@ -410,6 +418,17 @@ fn position(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn gpu_layers_default_to_all_and_zero_means_cpu() {
+        let (c, _) = build(None, &env(&[]), &[]).unwrap();
+        assert_eq!(c.engine.gpu_layers, -1);
+        assert_eq!(c.engine.gpu_layers_for_engine(), u32::MAX);
+        let (c, _) = build(None, &env(&[("TRIDENT_ENGINE_GPU_LAYERS", "0")]), &[]).unwrap();
+        assert_eq!(c.engine.gpu_layers_for_engine(), 0);
+        let (c, _) = build(None, &env(&[("TRIDENT_ENGINE_GPU_LAYERS", "12")]), &[]).unwrap();
+        assert_eq!(c.engine.gpu_layers_for_engine(), 12);
+    }
+
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -145,7 +145,7 @@ pub(crate) fn load_model(args: &ModelArgs, n_seq: usize, ctx: &Context) -> anyho
         n_seq,
         threads: args.threads.unwrap_or(ctx.config.engine.threads),
         n_batch: ctx.config.engine.batch.max(1) as usize,
-        gpu_layers: if ctx.config.engine.gpu_layers == 0 { u32::MAX } else { ctx.config.engine.gpu_layers },
+        gpu_layers: ctx.config.engine.gpu_layers_for_engine(),
         ..LlamaConfig::default()
     };
     LlamaBackend::load(&path, &cfg).map_err(bad).with_context(|| format!("loading {}", path.display()))
