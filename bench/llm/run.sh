@@ -134,26 +134,32 @@ echo "]" >>"$out"
 python3 - "$out" <<'EOF'
 import json, statistics, sys
 rows = json.load(open(sys.argv[1]))
-print("| model | prefill tok/s trident / llama.cpp (ratio) | decode tok/s (ratio) | TTFT cached 1k prefix vs llama.cpp cold (ratio) | 8-stream tok/s (ratio) | trident peak RSS |")
-print("|---|---|---|---|---|---|")
-for name in dict.fromkeys(r["model"] for r in rows):
-    rs = [r for r in rows if r["model"] == name]
-    med = lambda f: statistics.median(f(r) for r in rs)
-    print(f"| {name} | {med(lambda r: r['trident']['prefill_tok_s']):.1f} / {med(lambda r: r['peer']['prefill_tok_s']):.1f} (**{med(lambda r: r['ratios']['prefill']):.2f}×**) "
-          f"| {med(lambda r: r['trident']['decode_tok_s']):.2f} / {med(lambda r: r['peer']['decode_tok_s']):.2f} (**{med(lambda r: r['ratios']['decode']):.2f}×**) "
-          f"| {med(lambda r: r['trident']['ttft_cached_prefix_ms']):.0f} ms / {med(lambda r: r['peer']['ttft_cold_1000_ms']):.0f} ms (**{med(lambda r: r['ratios']['ttft_cached_vs_peer_cold']):.2f}×**) "
-          f"| {med(lambda r: r['trident']['aggregate_tok_s']):.1f} / {med(lambda r: r['peer']['aggregate8_tok_s']):.1f} (**{med(lambda r: r['ratios']['aggregate8']):.2f}×**) "
-          f"| {med(lambda r: r['trident_peak_rss_mib']):.0f} MiB |")
-if all(r.get("server") for r in rows):
-    print("\nAgainst llama.cpp's own server from PyPI (llama-cpp-python[server], over HTTP; it serves one request at a time):\n")
-    print("| model | prefill tok/s trident / server (ratio) | decode tok/s (ratio) | TTFT cached 1k prefix vs server cold (ratio) | 8-stream tok/s (ratio) |")
-    print("|---|---|---|---|---|")
+# (ratio key, trident key, format, unit): the four measurements, in table order.
+COLS = [("prefill", "prefill_tok_s", "{:.1f}", ""), ("decode", "decode_tok_s", "{:.2f}", ""),
+        ("ttft_cached_vs_peer_cold", "ttft_cached_prefix_ms", "{:.0f}", " ms"), ("aggregate8", "aggregate_tok_s", "{:.1f}", "")]
+
+def table(header, peer_figures, ratios_key, rss):
+    """One row per model: trident / peer (ratio) per column, medians over the rounds;
+    peer_figures(row) gives the peer's four figures in COLS order."""
+    print(header)
+    print("|---" * (len(COLS) + 1 + rss) + "|")
     for name in dict.fromkeys(r["model"] for r in rows):
         rs = [r for r in rows if r["model"] == name]
         med = lambda f: statistics.median(f(r) for r in rs)
-        print(f"| {name} | {med(lambda r: r['trident']['prefill_tok_s']):.1f} / {med(lambda r: r['server']['prefill']['tok_s']):.1f} (**{med(lambda r: r['ratios_vs_server']['prefill']):.2f}×**) "
-              f"| {med(lambda r: r['trident']['decode_tok_s']):.2f} / {med(lambda r: r['server']['decode_tok_s']):.2f} (**{med(lambda r: r['ratios_vs_server']['decode']):.2f}×**) "
-              f"| {med(lambda r: r['trident']['ttft_cached_prefix_ms']):.0f} ms / {med(lambda r: r['server']['ttft_cold']['ms']):.0f} ms (**{med(lambda r: r['ratios_vs_server']['ttft_cached_vs_peer_cold']):.2f}×**) "
-              f"| {med(lambda r: r['trident']['aggregate_tok_s']):.1f} / {med(lambda r: r['server']['aggregate_tok_s']):.1f} (**{med(lambda r: r['ratios_vs_server']['aggregate8']):.2f}×**) |")
+        cells = [name]
+        for i, (ratio, ours, fmt, unit) in enumerate(COLS):
+            cells.append(f"{fmt.format(med(lambda r: r['trident'][ours]))}{unit} / {fmt.format(med(lambda r: peer_figures(r)[i]))}{unit} "
+                         f"(**{med(lambda r: r[ratios_key][ratio]):.2f}×**)")
+        if rss:
+            cells.append(f"{med(lambda r: r['trident_peak_rss_mib']):.0f} MiB")
+        print("| " + " | ".join(cells) + " |")
+
+table("| model | prefill tok/s trident / llama.cpp (ratio) | decode tok/s (ratio) | TTFT cached 1k prefix vs llama.cpp cold (ratio) | 8-stream tok/s (ratio) | trident peak RSS |",
+      lambda r: [r["peer"][k] for k in ("prefill_tok_s", "decode_tok_s", "ttft_cold_1000_ms", "aggregate8_tok_s")], "ratios", True)
+if all(r.get("server") for r in rows):
+    print("\nAgainst llama.cpp's own server from PyPI (llama-cpp-python[server], over HTTP; it serves one request at a time):\n")
+    table("| model | prefill tok/s trident / server (ratio) | decode tok/s (ratio) | TTFT cached 1k prefix vs server cold (ratio) | 8-stream tok/s (ratio) |",
+          lambda r: [r["server"]["prefill"]["tok_s"], r["server"]["decode_tok_s"], r["server"]["ttft_cold"]["ms"], r["server"]["aggregate_tok_s"]],
+          "ratios_vs_server", False)
 print(f"\n(medians over {len(rows)//max(1,len(set(r['model'] for r in rows)))} alternating rounds; raw: {sys.argv[1]})")
 EOF

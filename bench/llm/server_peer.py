@@ -36,9 +36,12 @@ WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo li
          "oscar papa quebec romeo sierra tango uniform victor whiskey xray yankee zulu").split()
 
 
+def request(url, body):
+    return urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+
+
 def post(url, body, timeout=600):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as r:
+    with urllib.request.urlopen(request(url, body), timeout=timeout) as r:
         return json.loads(r.read())
 
 
@@ -113,11 +116,9 @@ def main():
         def stream(text, max_tokens):
             """Seconds to the first streamed chunk and to the end."""
             body = {"prompt": text, "max_tokens": max_tokens, "temperature": 0.0, "logit_bias": bias, "stream": True}
-            req = urllib.request.Request(base + "/v1/completions", data=json.dumps(body).encode(),
-                                         headers={"Content-Type": "application/json"})
             t0 = time.perf_counter()
             first, chunks = None, 0
-            with urllib.request.urlopen(req, timeout=600) as r:
+            with urllib.request.urlopen(request(base + "/v1/completions", body), timeout=600) as r:
                 for line in r:
                     if line.startswith(b"data: {") and json.loads(line[6:])["choices"][0]["text"]:
                         chunks += 1  # one generated token each (no stop strings to hold text back)

@@ -121,6 +121,12 @@ pub fn apply_logit_bias(logits: &mut [f32], bias: &HashMap<u32, f32>) {
     }
 }
 
+/// True when [`apply_penalties`] would change a row: some recent tokens and a penalty that is
+/// not neutral.
+fn penalties_change(recent: &[u32], repeat_penalty: f32, frequency_penalty: f32, presence_penalty: f32) -> bool {
+    !recent.is_empty() && (repeat_penalty != 1.0 || frequency_penalty != 0.0 || presence_penalty != 0.0)
+}
+
 /// Applies the repetition, frequency and presence penalties for the tokens in `recent`.
 pub fn apply_penalties(
     logits: &mut [f32],
@@ -129,9 +135,7 @@ pub fn apply_penalties(
     frequency_penalty: f32,
     presence_penalty: f32,
 ) {
-    if recent.is_empty()
-        || (repeat_penalty == 1.0 && frequency_penalty == 0.0 && presence_penalty == 0.0)
-    {
+    if !penalties_change(recent, repeat_penalty, frequency_penalty, presence_penalty) {
         return;
     }
     let mut counts: HashMap<u32, u32> = HashMap::new();
@@ -329,8 +333,7 @@ impl Sampler {
     fn adjusts(&self, history: &[u32]) -> bool {
         let p = &self.params;
         !self.bias.is_empty()
-            || (!self.window(history).is_empty()
-                && (p.repeat_penalty != 1.0 || p.frequency_penalty != 0.0 || p.presence_penalty != 0.0))
+            || penalties_change(self.window(history), p.repeat_penalty, p.frequency_penalty, p.presence_penalty)
     }
 
     /// Applies bias and penalties to a copy of `logits` (the distribution the sampler draws

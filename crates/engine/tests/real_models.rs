@@ -338,8 +338,7 @@ fn batched_equals_sequential_greedy() {
 fn shared_prefix_is_reused_across_requests() {
     // A backend of its own: on the shared one, other tests' requests join the same batches and
     // change the last bits of the logits, which can flip a near-tie against `fresh` below.
-    let Some(p) = model_path(QWEN) else { return };
-    let b = LlamaBackend::load(&p, &LlamaConfig::default().with_ctx(2048).with_threads(2)).unwrap();
+    let Some(b) = private_backend(QWEN) else { return };
     let system = "Ты — ассистент поддержки компании «Ромашка». Отвечай кратко и по делу. ".repeat(8);
     let ask = |q: &str| {
         GenerateRequest::chat(vec![ChatMessage::system(system.clone()), ChatMessage::user(q)]).with_max_tokens(8)
@@ -350,8 +349,7 @@ fn shared_prefix_is_reused_across_requests() {
     assert!(second.usage.cached_tokens >= sys_tokens, "{:?} vs {sys_tokens}", second.usage);
     assert!(first.usage.prompt_tokens > sys_tokens);
     // Reuse does not change the output.
-    let fresh_backend = LlamaBackend::load(&p, &LlamaConfig::default().with_ctx(2048).with_threads(2)).unwrap();
-    let fresh = fresh_backend.generate(&ask("Сколько стоит тариф?"), None).unwrap();
+    let fresh = private_backend(QWEN).expect("model present").generate(&ask("Сколько стоит тариф?"), None).unwrap();
     assert_eq!(fresh.usage.cached_tokens, 0);
     assert_eq!(fresh.tokens, second.tokens);
 }
