@@ -102,6 +102,8 @@ def cmd_peft(a):
     cfg = LoraConfig(r=a.rank, lora_alpha=2 * a.rank, lora_dropout=0.0, target_modules=TARGETS, bias="none",
                      task_type="CAUSAL_LM")
     pm = get_peft_model(model, cfg)
+    dev = torch.device(a.device)
+    pm.to(dev)
     pm.train()
     params = [p for p in pm.parameters() if p.requires_grad]
     trainable = sum(p.numel() for p in params)
@@ -113,12 +115,14 @@ def cmd_peft(a):
     step_tps, losses = [], []
     tokens = a.batch * a.seq
     for step in range(a.warmup + a.steps):
-        x = torch.randint(0, vocab, (a.batch, a.seq), generator=g)
+        x = torch.randint(0, vocab, (a.batch, a.seq), generator=g).to(dev)
         t = time.perf_counter()
         out = pm(input_ids=x, labels=x, use_cache=False)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         d = time.perf_counter() - t
         step_tps.append(tokens / d)
         losses.append(out.loss.item())
@@ -128,6 +132,8 @@ def cmd_peft(a):
     import transformers
 
     res = {"side": "peft", "label": f"PyTorch + PEFT, {a.dtype}", "dtype": a.dtype, "threads": a.threads,
+           "device": a.device,
+           "peak_gpu_bytes": torch.cuda.max_memory_allocated(dev) if dev.type == "cuda" else None,
            "batch": a.batch, "seq": a.seq, "rank": a.rank, "warmup_steps": a.warmup, "trainable_params": trainable,
            "load_s": load_s, "peak_rss_after_load_bytes": rss_after_load,
            "peak_rss_bytes": maxrss_bytes(resource.getrusage(resource.RUSAGE_SELF)), "losses": losses,
@@ -185,6 +191,8 @@ def cmd_trident(a):
             "--restart"]
     if a.no_ckpt:
         args.append("--no-checkpointing")
+    if a.device != "cpu":
+        args += ["--device", a.device]
     label = f"Trident ({'--no-checkpointing' if a.no_ckpt else 'checkpointing'})"
     log(f"{label}: {' '.join(args)}")
     t0 = time.time()
@@ -212,6 +220,7 @@ def cmd_trident(a):
         raise SystemExit(f"Trident did not train {total} steps of {a.batch} × {a.seq} tokens: ready {ready}, "
                          f"training {tr} (the dataset's token count disagrees with Trident's tokenizer/template?)")
     res = {"side": "trident", "label": label, "checkpointing": not a.no_ckpt, "threads": a.threads, "batch": a.batch,
+           "device": a.device,
            "seq": a.seq, "rank": a.rank, "warmup_steps": a.warmup, "trainable_params": ready["trainable_params"],
            "binary": a.trident, "wall_s": time.time() - t0, "peak_rss_bytes": maxrss_bytes(ru),
            "losses": [x["loss"] for x in steps], **summarize([x["tokens_per_s"] for x in steps], a.warmup, tokens)}
@@ -225,7 +234,7 @@ def cmd_report(a):
     bf16, fp32 = peft.get("bf16"), peft.get("fp32")
     ratio = lambda x, y: x / y if y else float("nan")
     first = runs[0]
-    print(f"\nLoRA training, r = {first['rank']} on q,k,v,o,gate,up,down, batch {first['batch']} × {first['seq']} tokens, "
+    print(f"\nLoRA training on {first.get('device', 'cpu')}, r = {first['rank']} on q,k,v,o,gate,up,down, batch {first['batch']} × {first['seq']} tokens, "
           f"{first['threads']} threads, median over {first['timed_steps']} timed steps after {first['warmup_steps']} warm-up; "
           f"load average {a.load_before} before, {os.getloadavg()[0]:.2f} after\n")
     print("| run | tokens/s (median) | tokens/s (aggregate) | peak RSS | tok/s ÷ PEFT bf16 | tok/s ÷ PEFT fp32 "
@@ -271,6 +280,7 @@ def main():
         p.add_argument("--batch", type=int, default=4)
         p.add_argument("--seq", type=int, default=256)
         p.add_argument("--rank", type=int, default=16)
+        p.add_argument("--device", default="cpu", help="cpu, or cuda / cuda:N for both sides")
         p.add_argument("--out", required=True)
 
     p = sub.add_parser("peft")

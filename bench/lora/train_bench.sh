@@ -2,7 +2,10 @@
 # LoRA training tokens/s and peak RSS, Trident vs PyTorch + PEFT, in one run (issue 4, item 6).
 #
 #   [THREADS=N] [STEPS=10] [WARMUP=2] [BATCH=4] [SEQ=256] [RANK=16] [CKPT=both|on|off] \
-#   [BASE=GGUF] [TRIDENT=BIN] [NOTE=text] bench/lora/train_bench.sh
+#   [BASE=GGUF] [TRIDENT=BIN] [DEVICE=cpu|cuda[:N]] [NOTE=text] bench/lora/train_bench.sh
+#
+# DEVICE=cuda runs both sides on the GPU (Trident built with `--features cuda`, PyTorch with its
+# CUDA wheels); PEFT then also reports its peak GPU memory (torch.cuda.max_memory_allocated).
 #
 # Same base (the GGUF; PEFT gets it dequantized by transformers, Trident keeps it quantized and
 # dequantizes per matmul), same threads, rank (alpha = 2 × rank, dropout 0), targets
@@ -25,6 +28,7 @@ CKPT=${CKPT:-both}
 BASE=${BASE:-/tmp/ci-cache/models/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf}
 TRIDENT=${TRIDENT:-target/bench-e62577ff/release/trident}
 NOTE=${NOTE:-}
+DEVICE=${DEVICE:-cpu}
 [ -f "$BASE" ] || { echo "base model $BASE not found (set BASE=…)" >&2; exit 2; }
 [ -x "$TRIDENT" ] || { echo "trident binary $TRIDENT not found (set TRIDENT=…, or cargo build --release -p trident-cli)" >&2; exit 2; }
 case "$CKPT" in both|on|off) ;; *) echo "CKPT must be both, on or off" >&2; exit 2 ;; esac
@@ -37,9 +41,9 @@ export OMP_NUM_THREADS=$THREADS MKL_NUM_THREADS=$THREADS
 PY="$VENV/bin/python bench/lora/peft_train_bench.py"
 WORK=$(mktemp -d -t trident-train-bench-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
-SHAPE=(--base "$BASE" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --batch "$BATCH" --seq "$SEQ" --rank "$RANK")
+SHAPE=(--base "$BASE" --threads "$THREADS" --steps "$STEPS" --warmup "$WARMUP" --batch "$BATCH" --seq "$SEQ" --rank "$RANK" --device "$DEVICE")
 LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
-echo "== threads $THREADS, batch $BATCH × $SEQ, rank $RANK, $WARMUP warm-up + $STEPS timed steps; load average $LOAD_BEFORE" >&2
+echo "== $DEVICE, threads $THREADS, batch $BATCH × $SEQ, rank $RANK, $WARMUP warm-up + $STEPS timed steps; load average $LOAD_BEFORE" >&2
 
 RESULTS=()
 for dtype in fp32 bf16; do

@@ -178,10 +178,17 @@ fn bad_input_exits_with_code_2() {
     let e = env(Family::Qwen2, 3);
     let other = e.dir.path().join("other.gguf");
     trident_gguf::testing::write_tiny_model(Family::Llama, &other, 9).unwrap();
-    for extra in [&["--rank", "0"][..], &["--targets", "q,lm_head"], &["--dropout", "1.5"], &["--patience", "2"], &["--epochs", "0"]] {
+    for extra in [&["--rank", "0"][..], &["--targets", "q,lm_head"], &["--dropout", "1.5"], &["--patience", "2"], &["--epochs", "0"], &["--device", "tpu"]] {
         let out = run(trident(&e.home()).args(train_args(&e, "x", extra)));
         assert_eq!(code(&out), 2, "{extra:?}: {}", stderr(&out));
     }
+    // A GPU this build cannot drive (no `cuda` feature), or that is not there (CI has none).
+    let out = run(trident(&e.home()).args(train_args(&e, "x", &["--device", "cuda:0"])));
+    if !cfg!(feature = "cuda") {
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains("--features cuda"), "{}", stderr(&out));
+    }
+    assert!(!e.home().join("adapters/x").exists());
     let out = run(trident(&e.home()).args(train_args(&e, "bad/name", &[])));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let missing = ["lora", "train", "--base", e.base.to_str().unwrap(), "--data", "/nonexistent.jsonl", "--out", "x"];

@@ -30,6 +30,7 @@ pub mod train;
 
 pub use trident_nn::memory::keep_freed_memory;
 pub use trident_nn::LoraTarget;
+pub use trident_nn::ComputeDevice;
 pub use trident_nn::Precision;
 
 use std::path::PathBuf;

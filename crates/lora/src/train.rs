@@ -31,7 +31,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use trident_engine::{Backend, LlamaBackend, LlamaConfig};
-use trident_nn::{CausalLm, LoadOptions, LoraConfig, LoraTarget, LossBatch, Precision};
+use trident_nn::{CausalLm, ComputeDevice, LoadOptions, LoraConfig, LoraTarget, LossBatch, Precision};
 
 use crate::adapter::{
     file_sha256, file_sha256_cached, write_atomic, Adapter, AdapterStore, BaseRef, DatasetRef, HeldoutMetrics, LoraMatrix,
@@ -101,6 +101,11 @@ pub struct TrainOptions {
     /// BF16 kernels, the default where the CPU has them) or `Dequantized` (exact f32).
     #[serde(default)]
     pub precision: Precision,
+    /// Where to train: the CPU (default) or a CUDA GPU (a build with the `cuda` feature).
+    /// On a GPU the base is dequantized to f32 on the device per matmul and multiplied by
+    /// cuBLAS; `precision` and `checkpointing` apply to the CPU only.
+    #[serde(default)]
+    pub device: ComputeDevice,
 }
 
 impl Default for TrainOptions {
@@ -131,6 +136,7 @@ impl Default for TrainOptions {
             log_every: 1,
             checkpointing: true,
             precision: Precision::training_default(),
+            device: ComputeDevice::Cpu,
         }
     }
 }
@@ -184,8 +190,13 @@ impl TrainOptions {
         LoraConfig { rank: self.rank, alpha: self.alpha, dropout: self.dropout, targets: self.targets.clone(), init_seed: self.seed }
     }
 
+    /// The multiplication mode actually used: `precision` on CPU; exact f32 on a GPU.
+    pub fn effective_precision(&self) -> Precision {
+        if self.device.is_cuda() { Precision::Dequantized } else { self.precision }
+    }
+
     /// The hyper-parameters that define a run (recorded in `trident.json`, fingerprinted for
-    /// resume): everything except file paths and logging.
+    /// resume): everything except file paths, logging and the device.
     fn hyper(&self) -> serde_json::Value {
         serde_json::json!({
             "rank": self.rank, "alpha": self.alpha, "dropout": self.dropout,
@@ -195,7 +206,7 @@ impl TrainOptions {
             "warmup": self.warmup, "weight_decay": self.weight_decay, "max_grad_norm": self.max_grad_norm,
             "limit": self.limit, "heldout_limit": self.heldout_limit, "max_steps": self.max_steps,
             "optimizer": "adamw(0.9, 0.999, 1e-8)", "schedule": "linear warm-up + cosine to 0",
-            "precision": match self.precision {
+            "precision": match self.effective_precision() {
                 Precision::Bf16 => "bf16 matmuls with f32 sums (ggml), quantized base dequantized per matmul",
                 Precision::Dequantized => "f32 activations, quantized base dequantized per matmul",
                 Precision::Quantized => "f32 activations quantized to Q8 against the quantized base",
@@ -570,11 +581,13 @@ pub fn train(
     };
     drop(tok);
 
+    let device = opts.device.open()?;
     let load = LoadOptions {
         lora: Some(opts.lora_config()),
         dropout_seed: mix(opts.seed ^ 0xD50),
         checkpointing: opts.checkpointing,
-        precision: opts.precision,
+        precision: opts.effective_precision(),
+        device: device.clone(),
         ..Default::default()
     };
     let mut model = trident_nn::load_model(&opts.base, &load)?;
@@ -627,10 +640,13 @@ pub fn train(
         model.load_lora(&lora)?;
         let m = pick("m.").ok_or_else(|| terr("checkpoint lacks optimizer state; pass --restart".into()))?;
         let v = pick("v.").ok_or_else(|| terr("checkpoint lacks optimizer state; pass --restart".into()))?;
-        adam.m = names.iter().map(|n| m[n].clone()).collect();
-        adam.v = names.iter().map(|n| v[n].clone()).collect();
+        adam.m = names.iter().map(|n| m[n].to_device(&device)).collect::<candle_core::Result<_>>()?;
+        adam.v = names.iter().map(|n| v[n].to_device(&device)).collect::<candle_core::Result<_>>()?;
         adam.t = old.adam_t;
-        best = pick("best.");
+        best = match pick("best.") {
+            Some(b) => Some(b.into_iter().map(|(n, t)| Ok((n, t.to_device(&device)?))).collect::<Result<_>>()?),
+            None => None,
+        };
         st = old;
         st.resumed += 1;
     }

@@ -458,6 +458,9 @@ pub struct DecoderModel {
     pub(crate) lora_scale: f64,
     pub(crate) checkpointing: bool,
     pub(crate) device: Device,
+    /// Device-portable kernels (standard candle ops plus [`QLinear`]'s portable path): always
+    /// off CPU; on CPU only when asked for (to compare with the CPU kernels).
+    pub(crate) portable: bool,
     pub(crate) step: AtomicU64,
     pub(crate) dropout_seed: u64,
 }
@@ -589,7 +592,8 @@ impl DecoderModel {
         for layer in &self.layers {
             let ab = layer.own_ab(!train);
             let any_lora = ab.iter().any(|p| p.is_some());
-            if train && any_lora && self.checkpointing && matches!(self.device, Device::Cpu) {
+            // The checkpoint op is a CPU kernel; the portable path keeps the whole graph.
+            if train && any_lora && self.checkpointing && !self.portable {
                 let mut parts = Vec::new();
                 let mut flats = Vec::new();
                 for (i, p) in ab.iter().enumerate() {
@@ -650,13 +654,18 @@ impl DecoderModel {
         let idx: Vec<u32> = rows.iter().map(|&i| i as u32).collect();
         let idx = Tensor::from_vec(idx, rows.len(), &self.device)?;
         let h = h.index_select(&idx, 0)?.contiguous()?;
+        let targets: Vec<u32> = rows.iter().map(|&i| t[i]).collect();
+        let weights: Vec<f32> = rows.iter().map(|&i| (w[i] as f64 / wsum) as f32).collect();
+        if self.portable {
+            return self.loss_portable(&h, targets, weights, wsum);
+        }
         let want_grad = h.track_op();
         let nll = Arc::new(std::sync::Mutex::new(Vec::new()));
         let op = LossOp {
             head: self.head.weight().clone(),
             softcap: self.cfg.final_logit_softcap,
-            targets: rows.iter().map(|&i| t[i]).collect(),
-            weights: rows.iter().map(|&i| (w[i] as f64 / wsum) as f32).collect(),
+            targets,
+            weights,
             // Vocabulary rows per chunk: keeps each `[tokens, chunk]` buffer ≤ 16 MiB, under
             // glibc's largest mmap threshold, so chunks reuse heap pages instead of faulting
             // in freshly zeroed ones every time; a multiple of 256 keeps the bf16 products on
@@ -669,6 +678,26 @@ impl DecoderModel {
         };
         let loss = h.apply_op1(op)?;
         let token_nll = nll.lock().map(|g| g.clone()).unwrap_or_default();
+        Ok(LossOutput { loss, weight_sum: wsum, token_nll })
+    }
+
+    /// The loss on the device-portable path: full logits of the selected rows, then
+    /// log-softmax and a gather, all differentiable candle ops. It holds the `[rows, vocab]`
+    /// logits (and their softmax for the backward pass), which the fused CPU op never does;
+    /// on a GPU that is a few GiB at most for one micro-batch.
+    fn loss_portable(&self, h: &Tensor, targets: Vec<u32>, weights: Vec<f32>, wsum: f64) -> Result<LossOutput> {
+        let n = targets.len();
+        let z = self.head.forward(h)?;
+        let z = match self.cfg.final_logit_softcap {
+            Some(cap) => ((z / cap)?.tanh()? * cap)?,
+            None => z,
+        };
+        let lsm = candle_nn::ops::log_softmax(&z, D::Minus1)?;
+        let t = Tensor::from_vec(targets, (n, 1), &self.device)?;
+        let nll = lsm.gather(&t, 1)?.squeeze(1)?.neg()?;
+        let w = Tensor::from_vec(weights, n, &self.device)?;
+        let loss = (&nll * &w)?.sum_all()?;
+        let token_nll = nll.detach().to_vec1::<f32>()?;
         Ok(LossOutput { loss, weight_sum: wsum, token_nll })
     }
 
@@ -719,6 +748,11 @@ impl DecoderModel {
         }
         self.head.set_precision(p);
     }
+
+    /// Whether the model runs on the device-portable path (see [`crate::LoadOptions::portable`]).
+    pub fn is_portable(&self) -> bool {
+        self.portable
+    }
 }
 
 /// The PEFT tensor name of a LoRA matrix: `base_model.model.model.layers.{i}.{module}.lora_{A|B}.weight`.
@@ -738,10 +772,13 @@ mod tests {
     const FAMILIES: [Family; 4] = [Family::Qwen2, Family::Qwen3, Family::Llama, Family::Gemma3];
 
     fn tiny(family: Family, lora: Option<LoraConfig>, checkpointing: bool) -> (tempfile::TempDir, DecoderModel) {
+        tiny_with(family, LoadOptions { lora, checkpointing, ..Default::default() })
+    }
+
+    fn tiny_with(family: Family, opts: LoadOptions) -> (tempfile::TempDir, DecoderModel) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tiny.gguf");
         write_tiny_gguf(family, &p, 42);
-        let opts = LoadOptions { lora, checkpointing, ..Default::default() };
         let m = load_decoder(&p, &opts).unwrap();
         (dir, m)
     }
@@ -842,6 +879,89 @@ mod tests {
         }
     }
 
+    /// The device-portable path (how the model runs on CUDA: backend GEMM over weights
+    /// dequantized per call, full-logit loss, no checkpointing) gives the CPU kernels' logits,
+    /// loss, per-token NLL and LoRA gradients, dropout included.
+    #[test]
+    fn portable_path_matches_the_cpu_kernels() {
+        for f in FAMILIES {
+            let cpu = LoadOptions { lora: Some(lora_all(0.1)), checkpointing: true, dropout_seed: 3, ..Default::default() };
+            let (_d1, mut a) = tiny_with(f, cpu.clone());
+            let (_d2, mut b) = tiny_with(f, LoadOptions { portable: true, ..cpu });
+            assert!(!a.is_portable() && b.is_portable());
+            randomize_b(&mut a, 6);
+            randomize_b(&mut b, 6);
+            let x = ids(2, 7, 2);
+            let (za, zb) = (a.forward(&x, false).unwrap(), b.forward(&x, false).unwrap());
+            let zscale = za.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(max_diff(&za, &zb) <= 1e-5 * zscale.max(1.0), "{f:?} logits");
+            let bt = batch(2, 9, 8);
+            let (la, lb) = (a.loss(&bt, true).unwrap(), b.loss(&bt, true).unwrap());
+            let (va, vb) = (la.loss.to_scalar::<f32>().unwrap(), lb.loss.to_scalar::<f32>().unwrap());
+            assert!((va - vb).abs() < 1e-5 * va.abs().max(1.0), "{f:?}: loss {va} vs {vb}");
+            assert_eq!(la.token_nll.len(), lb.token_nll.len());
+            for (p, q) in la.token_nll.iter().zip(&lb.token_nll) {
+                assert!((p - q).abs() < 1e-4, "{f:?}: token nll {p} vs {q}");
+            }
+            assert_eq!(la.weight_sum, lb.weight_sum);
+            let (ga, gb) = (la.loss.backward().unwrap(), lb.loss.backward().unwrap());
+            for ((na, xa), (_, xb)) in a.lora_vars().into_iter().zip(b.lora_vars()) {
+                let x = ga.get(xa.as_tensor()).unwrap_or_else(|| panic!("{f:?}: no grad for {na}"));
+                let y = gb.get(xb.as_tensor()).unwrap_or_else(|| panic!("{f:?}: no portable grad for {na}"));
+                let scale = x.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                assert!(scale > 0.0, "{f:?} {na}: zero gradient");
+                assert!(max_diff(x, y) <= 1e-4 * scale, "{f:?} {na}: {} vs scale {scale}", max_diff(x, y));
+            }
+        }
+    }
+
+    /// On a CUDA build with a GPU: the model on the GPU gives the CPU kernels' logits, loss and
+    /// LoRA gradients, and AdamW steps on the GPU lower the loss. Compiled only with the
+    /// `cuda` feature (never in CI); says so and returns where no GPU opens.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_matches_the_cpu_kernels() {
+        let dev = match crate::ComputeDevice::Cuda(0).open() {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("cuda_matches_the_cpu_kernels: no GPU here ({e}); nothing compared");
+                return;
+            }
+        };
+        for f in FAMILIES {
+            let cpu = LoadOptions { lora: Some(lora_all(0.1)), checkpointing: true, dropout_seed: 3, ..Default::default() };
+            let (_d1, mut a) = tiny_with(f, cpu.clone());
+            let (_d2, mut g) = tiny_with(f, LoadOptions { device: dev.clone(), ..cpu });
+            assert!(g.is_portable());
+            randomize_b(&mut a, 6);
+            randomize_b(&mut g, 6);
+            let x = ids(2, 7, 2);
+            let za = a.forward(&x, false).unwrap();
+            let zg = g.forward(&x, false).unwrap().to_device(&Device::Cpu).unwrap();
+            let zscale = za.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+            assert!(max_diff(&za, &zg) <= 1e-4 * zscale.max(1.0), "{f:?} logits: {}", max_diff(&za, &zg));
+            let bt = batch(2, 9, 8);
+            let (la, lg) = (a.loss(&bt, true).unwrap(), g.loss(&bt, true).unwrap());
+            let (va, vg) = (la.loss.to_scalar::<f32>().unwrap(), lg.loss.to_scalar::<f32>().unwrap());
+            assert!((va - vg).abs() < 1e-4 * va.abs().max(1.0), "{f:?}: loss {va} vs {vg}");
+            let (ga, gg) = (la.loss.backward().unwrap(), lg.loss.backward().unwrap());
+            for ((na, xa), (_, xg)) in a.lora_vars().into_iter().zip(g.lora_vars()) {
+                let x = ga.get(xa.as_tensor()).unwrap();
+                let y = gg.get(xg.as_tensor()).unwrap_or_else(|| panic!("{f:?}: no GPU grad for {na}")).to_device(&Device::Cpu).unwrap();
+                let scale = x.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                assert!(max_diff(x, &y) <= 1e-3 * scale, "{f:?} {na}: {} vs scale {scale}", max_diff(x, &y));
+            }
+            let vars: Vec<Var> = g.lora_vars().into_iter().map(|(_, v)| v).collect();
+            let mut opt = candle_nn::AdamW::new(vars, candle_nn::ParamsAdamW { lr: 1e-2, ..Default::default() }).unwrap();
+            let first = g.loss(&bt, false).unwrap().loss.to_scalar::<f32>().unwrap();
+            for _ in 0..8 {
+                opt.backward_step(&g.loss(&bt, true).unwrap().loss).unwrap();
+            }
+            let last = g.loss(&bt, false).unwrap().loss.to_scalar::<f32>().unwrap();
+            assert!(last < first - 0.1, "{f:?} on the GPU: loss {first} -> {last}");
+        }
+    }
+
     /// Whole-model gradient check: analytic gradients of a few LoRA entries (through every
     /// frozen quantized layer above them) against central finite differences of the loss.
     #[test]
@@ -898,8 +1018,8 @@ mod tests {
 
     #[test]
     fn adamw_steps_reduce_the_loss() {
-        for f in [Family::Qwen2, Family::Llama] {
-            let (_d, m) = tiny(f, Some(lora_all(0.0)), true);
+        for (f, portable) in [(Family::Qwen2, false), (Family::Llama, false), (Family::Qwen3, true)] {
+            let (_d, m) = tiny_with(f, LoadOptions { lora: Some(lora_all(0.0)), portable, ..Default::default() });
             let vars: Vec<Var> = m.lora_vars().into_iter().map(|(_, v)| v).collect();
             let params = candle_nn::ParamsAdamW { lr: 1e-2, ..Default::default() };
             let mut opt = candle_nn::AdamW::new(vars, params).unwrap();
@@ -910,7 +1030,7 @@ mod tests {
                 opt.backward_step(&l).unwrap();
             }
             let last = m.loss(&bt, false).unwrap().loss.to_scalar::<f32>().unwrap();
-            assert!(last < first - 0.1, "{f:?}: loss {first} -> {last}");
+            assert!(last < first - 0.1, "{f:?} (portable: {portable}): loss {first} -> {last}");
         }
     }
 

@@ -61,6 +61,15 @@ pub enum NnError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A compute device that cannot be used: unparseable name, CUDA not compiled in, no such
+    /// GPU or no driver.
+    #[error("device `{device}`: {reason}")]
+    Device {
+        /// The device as given (`cpu`, `cuda`, `cuda:1`).
+        device: String,
+        /// Why it cannot be used.
+        reason: String,
+    },
     /// Bad model input (token id out of range, shape mismatch, empty batch, …).
     #[error("invalid input: {0}")]
     Input(String),

@@ -30,13 +30,18 @@
 //! - **Train vs eval.** `train = true`: LoRA dropout on and a graph is built for `backward()`.
 //!   `train = false`: no dropout, LoRA tensors detached, no graph (inference memory).
 //!
-//! CUDA: the forward/backward custom ops are CPU-only in this version (the `device` option
-//! must be [`Device::Cpu`]).
+//! - **Devices.** On CPU the custom ops above (fused bf16/f32 GEMMs, checkpointing, the fused
+//!   loss) run. On CUDA (the `cuda` feature, [`ComputeDevice`]) the model takes the
+//!   *portable* path: each frozen weight is dequantized to f32 on the GPU with candle's
+//!   kernels for one matmul and multiplied by cuBLAS through candle's backend interface (the
+//!   same generic code the CPU runs under [`LoadOptions::portable`], which tests hold to the
+//!   CPU kernels); the loss is log-softmax over full logits; nothing is checkpointed.
 
 #![warn(missing_docs)]
 
 pub mod config;
 pub mod decoder;
+pub mod device;
 pub mod error;
 pub mod families;
 pub mod ggml_gemm;
@@ -62,6 +67,7 @@ use candle_core::{DType, Device, Tensor, Var};
 
 pub use config::{Activation, Family, ModelConfig, RopeStyle};
 pub use decoder::{peft_name, DecoderModel, LossBatch, LossOutput};
+pub use device::ComputeDevice;
 pub use error::{NnError, Result};
 pub use lora::{LoraAB, LoraConfig, LoraLinear, LoraTarget};
 pub use qlinear::{dequantize_f32, Precision, QLinear};
@@ -76,8 +82,15 @@ pub struct LoadOptions {
     pub lora: Option<LoraConfig>,
     /// How the frozen quantized weights are multiplied.
     pub precision: Precision,
-    /// Where activations live (only [`Device::Cpu`] is supported in this version).
+    /// Where the model lives: [`Device::Cpu`] (the CPU kernels below), or a CUDA device
+    /// (needs the `cuda` feature; see [`ComputeDevice`]), which always takes the portable path.
     pub device: Device,
+    /// Use the device-portable path on CPU as well: each frozen weight is dequantized to f32
+    /// on the device for one matmul and multiplied with the device's GEMM, the loss is
+    /// log-softmax over full logits, and nothing is checkpointed; `precision` and
+    /// `checkpointing` are then ignored. It is how the model runs on CUDA; on CPU it exists
+    /// so that tests can hold it to the CPU kernels.
+    pub portable: bool,
     /// Gradient-checkpoint every layer in train mode (much less memory, ~⅓ more compute).
     pub checkpointing: bool,
     /// Seed of the LoRA dropout masks (combined with a per-forward counter).
@@ -86,7 +99,7 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { lora: None, precision: Precision::Dequantized, device: Device::Cpu, checkpointing: true, dropout_seed: 0 }
+        Self { lora: None, precision: Precision::Dequantized, device: Device::Cpu, portable: false, checkpointing: true, dropout_seed: 0 }
     }
 }
 
@@ -224,9 +237,10 @@ fn config_from_content(path: &Path, content: &gguf_file::Content) -> Result<Mode
 
 /// Loads a model as the concrete [`DecoderModel`] (same as [`load_model`], unboxed).
 pub fn load_decoder(path: &Path, opts: &LoadOptions) -> Result<DecoderModel> {
-    if !matches!(opts.device, Device::Cpu) {
-        return Err(NnError::Input("only the CPU device is supported by the training model code in this version".into()));
+    if matches!(opts.device, Device::Metal(_)) {
+        return Err(NnError::Input("the training model code runs on CPU or CUDA, not Metal".into()));
     }
+    let portable = opts.portable || !opts.device.is_cpu();
     if let Some(l) = &opts.lora {
         l.validate()?;
     }
@@ -283,7 +297,8 @@ pub fn load_decoder(path: &Path, opts: &LoadOptions) -> Result<DecoderModel> {
     }
     let final_norm = ld.f32t("output_norm.weight", &[d])?;
     let head_w = if cfg.tied_embeddings { embed.clone() } else { ld.qt("output.weight", &[cfg.vocab_size, d])? };
-    let head = QLinear::new(head_w, None, opts.precision)?;
+    let mut head = QLinear::new(head_w, None, opts.precision)?;
+    head.set_portable(portable);
     Ok(DecoderModel {
         cfg,
         embed,
@@ -293,6 +308,7 @@ pub fn load_decoder(path: &Path, opts: &LoadOptions) -> Result<DecoderModel> {
         lora_scale: 1.0,
         checkpointing: opts.checkpointing,
         device: dev.clone(),
+        portable,
         step: AtomicU64::new(0),
         dropout_seed: opts.dropout_seed,
     })
@@ -333,7 +349,8 @@ impl Loader<'_> {
     fn proj(&mut self, opts: &LoadOptions, layer: usize, t: LoraTarget, out_f: usize, in_f: usize, bias: bool) -> Result<LoraLinear> {
         let w = self.qt(&format!("blk.{layer}.{}.weight", t.gguf_stem()), &[out_f, in_f])?;
         let b = if bias { Some(self.f32t(&format!("blk.{layer}.{}.bias", t.gguf_stem()), &[out_f])?) } else { None };
-        let base = QLinear::new(w, b, opts.precision)?;
+        let mut base = QLinear::new(w, b, opts.precision)?;
+        base.set_portable(opts.portable || !self.dev.is_cpu());
         let lora = match &opts.lora {
             Some(lc) if lc.targets.contains(&t) => {
                 let seed = lora::splitmix64(lc.init_seed ^ ((layer as u64) << 8 | t as u64));

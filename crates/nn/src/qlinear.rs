@@ -12,8 +12,9 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use candle_core::backend::BackendStorage;
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, Device, Layout, Shape, Storage, Tensor};
 use rayon::prelude::*;
 
 use crate::ggml_gemm::Bf16Matrix;
@@ -238,10 +239,74 @@ pub(crate) fn cpu_storage(t: &Tensor) -> candle_core::Result<(CpuStorage, Shape)
     Ok((CpuStorage::F32(v), shape))
 }
 
+/// A device's storage type, as the device-portable path needs it: picked out of the
+/// [`Storage`] enum of a tensor on that device.
+trait DeviceStorage: BackendStorage {
+    /// The device as a [`Device`].
+    fn candle_device(&self) -> Device;
+    /// This type's storage inside `s`, if `s` lives on this kind of device.
+    fn pick(s: &Storage) -> Option<&Self>;
+}
+
+impl DeviceStorage for CpuStorage {
+    fn candle_device(&self) -> Device {
+        Device::Cpu
+    }
+    fn pick(s: &Storage) -> Option<&Self> {
+        match s {
+            Storage::Cpu(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl DeviceStorage for candle_core::CudaStorage {
+    fn candle_device(&self) -> Device {
+        Device::Cuda(self.device().clone())
+    }
+    fn pick(s: &Storage) -> Option<&Self> {
+        match s {
+            Storage::Cuda(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// The device-portable forward: `W` is dequantized to f32 on the activations' device (with
+/// candle's own kernels for that device) and multiplied by the device's GEMM through the
+/// backend interface, so no copy of `W` outlives the call. The same generic code runs on CPU
+/// (where tests compare it with the CPU kernels) and on CUDA.
+fn portable_fwd<S: DeviceStorage>(w: &QTensor, x: &S, layout: &Layout) -> candle_core::Result<(S, Shape)> {
+    let wd = w.dequantize(&x.candle_device())?.to_dtype(candle_core::DType::F32)?.contiguous()?;
+    let (n_out, k) = wd.dims2()?;
+    let dims = layout.dims();
+    if dims.last() != Some(&k) {
+        candle_core::bail!("input has shape {dims:?}, the weight expects {k} features")
+    }
+    if !layout.is_contiguous() {
+        candle_core::bail!("internal: non-contiguous operand {layout:?}")
+    }
+    let m = layout.shape().elem_count() / k.max(1);
+    let (ws, wl) = wd.storage_and_layout();
+    let ws = S::pick(&ws).ok_or_else(|| candle_core::Error::Msg("dequantized weight is on another device".into()))?;
+    let lhs = Layout::contiguous_with_offset((1, m, k), layout.start_offset());
+    // Wᵀ as a strided view of the row-major (out, in) weight: shape (1, in, out).
+    let rhs = Layout::new(Shape::from((1, k, n_out)), vec![n_out * k, 1, k], wl.start_offset());
+    let y = x.matmul(ws, (1, m, n_out, k), &lhs, &rhs)?;
+    let mut out = dims.to_vec();
+    if let Some(last) = out.last_mut() {
+        *last = n_out;
+    }
+    Ok((y, Shape::from(out)))
+}
+
 /// The custom op behind [`QLinear::forward`]: `y = x · Wᵀ` with a backward pass.
 struct QMatMulOp {
     w: Arc<QTensor>,
     precision: Precision,
+    /// Take the device-portable path on CPU too (it is the only path on other devices).
+    portable: bool,
 }
 
 impl CustomOp1 for QMatMulOp {
@@ -252,6 +317,9 @@ impl CustomOp1 for QMatMulOp {
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
         if !matches!(storage, CpuStorage::F32(_)) {
             candle_core::bail!("trident-qmatmul expects f32 activations")
+        }
+        if self.portable {
+            return portable_fwd(&self.w, storage, layout);
         }
         match self.precision {
             Precision::Quantized if self.w.dtype().block_size() > 1 => {
@@ -282,26 +350,41 @@ impl CustomOp1 for QMatMulOp {
         }
     }
 
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(&self, storage: &candle_core::CudaStorage, layout: &Layout) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        if storage.dtype() != candle_core::DType::F32 {
+            candle_core::bail!("trident-qmatmul expects f32 activations")
+        }
+        portable_fwd(&self.w, storage, layout)
+    }
+
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
         // dL/dx = dL/dy · W, W dequantized for this call only.
+        if self.portable || !grad_res.device().is_cpu() {
+            let w = self.w.dequantize(grad_res.device())?.to_dtype(candle_core::DType::F32)?;
+            return Ok(Some(matmul_w(&grad_res.contiguous()?, &w)?));
+        }
         if self.precision == Precision::Bf16 {
             let wt = dequantize_bf16_cached(&self.w, true)?;
             let dims = grad_res.dims().to_vec();
             let (gx, shape) = with_f32_slice(grad_res, |g| matmul_bf16(g, &dims, &wt))?;
             return Ok(Some(Tensor::from_vec(gx, shape, &Device::Cpu)?));
         }
-        let w = dequantize_cached(&self.w)?;
-        let g = grad_res.contiguous()?;
-        let dims = g.dims().to_vec();
-        let n = *dims.last().unwrap_or(&0);
-        let m = g.elem_count() / n.max(1);
-        let gx = g.reshape((m, n))?.matmul(&w)?;
-        let mut out_dims = dims;
-        if let Some(last) = out_dims.last_mut() {
-            *last = w.dim(1)?;
-        }
-        Ok(Some(gx.reshape(out_dims)?))
+        Ok(Some(matmul_w(&grad_res.contiguous()?, &dequantize_cached(&self.w)?)?))
     }
+}
+
+/// `g · W` for `g` of any rank ≥ 1 and a 2-D `w` of shape `(out, in)`: the input gradient.
+fn matmul_w(g: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = g.dims().to_vec();
+    let n = *dims.last().unwrap_or(&0);
+    let m = g.elem_count() / n.max(1);
+    let gx = g.reshape((m, n))?.matmul(w)?;
+    let mut out_dims = dims;
+    if let Some(last) = out_dims.last_mut() {
+        *last = w.dim(1)?;
+    }
+    gx.reshape(out_dims)
 }
 
 /// `x · Wᵀ` for `x` of any rank ≥ 1 and a 2-D `w` of shape `(out, in)`.
@@ -325,6 +408,7 @@ pub struct QLinear {
     w: Arc<QTensor>,
     bias: Option<Tensor>,
     precision: Precision,
+    portable: bool,
 }
 
 impl std::fmt::Debug for QLinear {
@@ -334,6 +418,7 @@ impl std::fmt::Debug for QLinear {
             .field("dtype", &self.w.dtype())
             .field("bias", &self.bias.is_some())
             .field("precision", &self.precision)
+            .field("portable", &self.portable)
             .finish()
     }
 }
@@ -348,7 +433,7 @@ impl QLinear {
                 candle_core::bail!("bias of shape {:?} does not match {out_f} outputs", b.shape())
             }
         }
-        Ok(Self { w, bias, precision })
+        Ok(Self { w, bias, precision, portable: false })
     }
 
     /// Input features (`in`).
@@ -376,10 +461,21 @@ impl QLinear {
         self.precision = precision;
     }
 
+    /// Whether the device-portable path is forced on CPU.
+    pub fn portable(&self) -> bool {
+        self.portable
+    }
+
+    /// Forces the device-portable path (dequantize on the activations' device, then the
+    /// device's GEMM; [`Precision`] is ignored) on CPU as well. Off CPU it is the only path.
+    pub fn set_portable(&mut self, portable: bool) {
+        self.portable = portable;
+    }
+
     /// `y = x · Wᵀ + b` for f32 `x` of shape `[..., in]`; differentiable w.r.t. `x`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let x = x.contiguous()?;
-        let y = x.apply_op1(QMatMulOp { w: self.w.clone(), precision: self.precision })?;
+        let y = x.apply_op1(QMatMulOp { w: self.w.clone(), precision: self.precision, portable: self.portable })?;
         match &self.bias {
             Some(b) => y.broadcast_add(b),
             None => Ok(y),
@@ -476,6 +572,41 @@ mod tests {
         let (y2, g2) = run(Precision::Bf16);
         assert_eq!(rel(&y1, &y2), 0.0);
         assert_eq!(rel(&g1, &g2), 0.0);
+    }
+
+    /// The device-portable path (backend GEMM over a weight dequantized per call, as on CUDA)
+    /// equals the CPU kernels' exact f32 mode, forward and input gradient, with a bias and
+    /// with an input that starts at an offset inside its storage.
+    #[test]
+    fn portable_path_matches_exact_mode() {
+        let q = Arc::new(rand_q(72, 256, GgmlDType::Q6K, 11));
+        let bias = crate::testutil::randn(&[72], 0.1, 12);
+        let big = crate::testutil::randn(&[5, 3, 256], 1.0, 13);
+        let x = Var::from_tensor(&big.narrow(0, 2, 3).unwrap()).unwrap();
+        let c = crate::testutil::randn(&[3, 3, 72], 1.0, 14);
+        let run = |portable: bool, x: &Tensor| {
+            let mut lin = QLinear::new(q.clone(), Some(bias.clone()), Precision::Dequantized).unwrap();
+            lin.set_portable(portable);
+            assert_eq!(lin.portable(), portable);
+            let y = lin.forward(x).unwrap();
+            let g = (&y * &c).unwrap().sum_all().unwrap().backward().unwrap();
+            (y, g.get(x).cloned())
+        };
+        let (y0, g0) = run(false, x.as_tensor());
+        let (y1, g1) = run(true, x.as_tensor());
+        assert_eq!(y1.dims(), &[3, 3, 72]);
+        let d = (&y0 - &y1).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4, "forward differs by {d}");
+        let (g0, g1) = (g0.expect("exact gradient"), g1.expect("portable gradient"));
+        let d = (g0 - g1).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4, "gradient differs by {d}");
+        // An offset view that is not where the storage starts.
+        let off = big.narrow(0, 1, 3).unwrap();
+        assert!(off.layout().start_offset() > 0);
+        let (ya, _) = run(false, &off);
+        let (yb, _) = run(true, &off);
+        let d = (ya - yb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(d < 1e-4, "offset input differs by {d}");
     }
 
     #[test]

@@ -191,6 +191,11 @@ pub struct TrainArgs {
     /// f32 sums, on AVX-512 BF16), `f32` (exact), or `auto` (bf16 where the CPU has it).
     #[arg(long, value_enum, default_value_t = PrecisionArg::Auto)]
     pub precision: PrecisionArg,
+    /// Where to train: `cpu`, or `cuda` / `cuda:N` on a build with the `cuda` feature (the
+    /// base is then dequantized to f32 on the GPU per matmul; --precision and
+    /// --no-checkpointing apply to the CPU only).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 /// `--precision` of `trident lora train`.
@@ -465,6 +470,7 @@ fn run_train(a: TrainArgs, store: &AdapterStore, ctx: &Context) -> anyhow::Resul
             PrecisionArg::F32 => trident_lora::Precision::Dequantized,
             PrecisionArg::Bf16 => trident_lora::Precision::Bf16,
         },
+        device: trident_lora::ComputeDevice::parse(&a.device).map_err(|e| crate::bad_input!("--device: {e}"))?,
     };
     let json = ctx.json;
     let bar = indicatif::ProgressBar::hidden();
