@@ -576,6 +576,10 @@ impl DecoderModel {
         } else {
             None
         };
+        if let (Some(seed), false) = (dropout_seed, self.device.is_cpu()) {
+            // GPU dropout masks come from the device's generator, in forward order.
+            self.device.set_seed(seed)?;
+        }
         Ok(Ctx { rope_global, rope_local, mask, mask_local, dropout_seed, lora_scale: self.lora_scale })
     }
 
@@ -929,9 +933,10 @@ mod tests {
             }
         };
         for f in FAMILIES {
-            let cpu = LoadOptions { lora: Some(lora_all(0.1)), checkpointing: true, dropout_seed: 3, ..Default::default() };
+            // Without dropout: GPU and CPU masks are drawn differently.
+            let cpu = LoadOptions { lora: Some(lora_all(0.0)), checkpointing: true, dropout_seed: 3, ..Default::default() };
             let (_d1, mut a) = tiny_with(f, cpu.clone());
-            let (_d2, mut g) = tiny_with(f, LoadOptions { device: dev.clone(), ..cpu });
+            let (_d2, mut g) = tiny_with(f, LoadOptions { device: dev.clone(), ..cpu.clone() });
             assert!(g.is_portable());
             randomize_b(&mut a, 6);
             randomize_b(&mut g, 6);
@@ -959,6 +964,16 @@ mod tests {
             }
             let last = g.loss(&bt, false).unwrap().loss.to_scalar::<f32>().unwrap();
             assert!(last < first - 0.1, "{f:?} on the GPU: loss {first} -> {last}");
+            // Dropout on the GPU: the same step gives the same loss (exact resume), another
+            // step another mask.
+            let (_d3, mut h) = tiny_with(f, LoadOptions { device: dev.clone(), lora: Some(lora_all(0.3)), ..cpu });
+            randomize_b(&mut h, 6);
+            let at = |step: u64| {
+                CausalLm::set_dropout_step(&h, step);
+                h.loss(&bt, true).unwrap().loss.to_scalar::<f32>().unwrap()
+            };
+            assert_eq!(at(5), at(5), "{f:?}: GPU dropout is not reproducible");
+            assert_ne!(at(5), at(6), "{f:?}: GPU dropout ignores the step");
         }
     }
 

@@ -58,7 +58,12 @@ impl ComputeDevice {
                         reason: "this build of Trident has no CUDA support; rebuild with `cargo build --release -p trident-cli --features cuda`".into(),
                     });
                 }
-                Device::new_cuda(i).map_err(|e| NnError::Device { device: self.to_string(), reason: format!("cannot open the GPU: {e}") })
+                Device::new_cuda(i).map_err(|e| {
+                    // candle appends a backtrace to its errors: the first line is the reason.
+                    let text = e.to_string();
+                    let first = text.lines().next().unwrap_or_default().trim().to_string();
+                    NnError::Device { device: self.to_string(), reason: format!("cannot open the GPU: {first}") }
+                })
             }
         }
     }

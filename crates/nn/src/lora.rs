@@ -238,9 +238,17 @@ pub(crate) fn splitmix64(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// An inverted-dropout mask (`0` with probability `p`, else `1/(1-p)`), a pure function of
-/// `(seed, element index)`.
+/// An inverted-dropout mask (`0` with probability `p`, else `1/(1-p)`).
+///
+/// On CPU it is a pure function of `(seed, element index)`. On a GPU it is drawn on the
+/// device from the device's generator, which the model reseeds once per train-mode forward
+/// (so the masks are a pure function of that seed and their order in the forward pass) instead
+/// of generating gigabytes of masks on the host and copying them over every step.
 pub(crate) fn dropout_mask(dims: &[usize], p: f64, seed: u64, device: &Device) -> candle_core::Result<Tensor> {
+    if !device.is_cpu() {
+        let u = Tensor::rand(0f32, 1f32, dims, device)?;
+        return u.ge(p)?.to_dtype(candle_core::DType::F32)? * (1.0 / (1.0 - p));
+    }
     let n: usize = dims.iter().product();
     let keep = 1.0 / (1.0 - p);
     let threshold = (p * (u64::MAX as f64)) as u64;
