@@ -189,6 +189,16 @@ fn bad_input_exits_with_code_2() {
         assert!(stderr(&out).contains("--features cuda"), "{}", stderr(&out));
     }
     assert!(!e.home().join("adapters/x").exists());
+    // The device is checked first: no model lookup (or fetch) before that error.
+    let early = ["lora", "train", "--base", "/nonexistent.gguf", "--data", "/nonexistent.jsonl", "--out", "x", "--device", "tpu"];
+    let out = run(trident(&e.home()).args(early));
+    assert_eq!(code(&out), 2, "{}", stderr(&out));
+    assert!(stderr(&out).contains("--device") && !stderr(&out).contains("nonexistent"), "{}", stderr(&out));
+    if !cfg!(feature = "cuda") {
+        let out = run(trident(&e.home()).args(early.map(|a| if a == "tpu" { "cuda" } else { a })));
+        assert_eq!(code(&out), 2, "{}", stderr(&out));
+        assert!(stderr(&out).contains("--features cuda") && !stderr(&out).contains("nonexistent"), "{}", stderr(&out));
+    }
     let out = run(trident(&e.home()).args(train_args(&e, "bad/name", &[])));
     assert_eq!(code(&out), 2, "{}", stderr(&out));
     let missing = ["lora", "train", "--base", e.base.to_str().unwrap(), "--data", "/nonexistent.jsonl", "--out", "x"];

@@ -538,6 +538,8 @@ pub fn train(
 ) -> Result<TrainOutcome> {
     crate::adapter::validate_name(name)?;
     opts.validate()?;
+    // The device first: a missing GPU should not wait for the data to be tokenized.
+    let device = opts.device.open()?;
     let terr = |reason: String| LoraError::Training { name: name.to_string(), reason };
     let base_info = trident_gguf::inspect(&opts.base)?;
     let base_sha = file_sha256_cached(&opts.base, &store.hash_cache())?;
@@ -581,7 +583,6 @@ pub fn train(
     };
     drop(tok);
 
-    let device = opts.device.open()?;
     let load = LoadOptions {
         lora: Some(opts.lora_config()),
         dropout_seed: mix(opts.seed ^ 0xD50),

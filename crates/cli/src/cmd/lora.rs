@@ -427,6 +427,9 @@ fn run_list(store: &AdapterStore, ctx: &Context) -> anyhow::Result<()> {
 }
 
 fn run_train(a: TrainArgs, store: &AdapterStore, ctx: &Context) -> anyhow::Result<()> {
+    // The device first: no model fetch or data check before learning there is no GPU.
+    let device = trident_lora::ComputeDevice::parse(&a.device).map_err(|e| crate::bad_input!("--device: {e}"))?;
+    device.open().map_err(|e| crate::bad_input!("--device: {e}"))?;
     let base_name = a.base.clone().unwrap_or_else(|| ctx.config.engine.model.clone());
     let base = resolve_model(&base_name, ctx)?;
     if !a.data.is_file() {
@@ -470,7 +473,7 @@ fn run_train(a: TrainArgs, store: &AdapterStore, ctx: &Context) -> anyhow::Resul
             PrecisionArg::F32 => trident_lora::Precision::Dequantized,
             PrecisionArg::Bf16 => trident_lora::Precision::Bf16,
         },
-        device: trident_lora::ComputeDevice::parse(&a.device).map_err(|e| crate::bad_input!("--device: {e}"))?,
+        device,
     };
     let json = ctx.json;
     let bar = indicatif::ProgressBar::hidden();
