@@ -644,10 +644,7 @@ pub fn train(
         adam.m = names.iter().map(|n| m[n].to_device(&device)).collect::<candle_core::Result<_>>()?;
         adam.v = names.iter().map(|n| v[n].to_device(&device)).collect::<candle_core::Result<_>>()?;
         adam.t = old.adam_t;
-        best = match pick("best.") {
-            Some(b) => Some(b.into_iter().map(|(n, t)| Ok((n, t.to_device(&device)?))).collect::<Result<_>>()?),
-            None => None,
-        };
+        best = pick("best.").map(|b| b.into_iter().map(|(n, t)| Ok((n, t.to_device(&device)?))).collect::<Result<_>>()).transpose()?;
         st = old;
         st.resumed += 1;
     }

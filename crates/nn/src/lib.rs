@@ -97,6 +97,13 @@ pub struct LoadOptions {
     pub dropout_seed: u64,
 }
 
+impl LoadOptions {
+    /// Whether the model takes the device-portable path: when asked to, and always off CPU.
+    pub fn uses_portable_path(&self) -> bool {
+        self.portable || !self.device.is_cpu()
+    }
+}
+
 impl Default for LoadOptions {
     fn default() -> Self {
         Self { lora: None, precision: Precision::Dequantized, device: Device::Cpu, portable: false, checkpointing: true, dropout_seed: 0 }
@@ -240,7 +247,7 @@ pub fn load_decoder(path: &Path, opts: &LoadOptions) -> Result<DecoderModel> {
     if matches!(opts.device, Device::Metal(_)) {
         return Err(NnError::Input("the training model code runs on CPU or CUDA, not Metal".into()));
     }
-    let portable = opts.portable || !opts.device.is_cpu();
+    let portable = opts.uses_portable_path();
     if let Some(l) = &opts.lora {
         l.validate()?;
     }
@@ -350,7 +357,7 @@ impl Loader<'_> {
         let w = self.qt(&format!("blk.{layer}.{}.weight", t.gguf_stem()), &[out_f, in_f])?;
         let b = if bias { Some(self.f32t(&format!("blk.{layer}.{}.bias", t.gguf_stem()), &[out_f])?) } else { None };
         let mut base = QLinear::new(w, b, opts.precision)?;
-        base.set_portable(opts.portable || !self.dev.is_cpu());
+        base.set_portable(opts.uses_portable_path());
         let lora = match &opts.lora {
             Some(lc) if lc.targets.contains(&t) => {
                 let seed = lora::splitmix64(lc.init_seed ^ ((layer as u64) << 8 | t as u64));
